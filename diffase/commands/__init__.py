@@ -1,0 +1,1 @@
+"""Subcommands of the ``diffase`` CLI, one module each (see :mod:`diffase.cli`)."""

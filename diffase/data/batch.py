@@ -1,0 +1,68 @@
+"""Stack crystal records into one flat graph (a batch dict) and split it back.
+
+A batch is a ``dict[str, Tensor]`` keyed by :mod:`diffase.data.fields`. Node fields of all crystals are
+concatenated, ``batch`` maps each atom to its crystal, graph fields are stacked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffase.data import fields as F
+
+Batch = dict[str, torch.Tensor]
+
+
+def collate(records: Sequence[dict[str, Any]], *, dtype: torch.dtype = torch.float32) -> Batch:
+    """Stack crystal records into one batch on the CPU.
+
+    Records need ``atomic_numbers`` (n,), ``pos`` (n, 3) Angstrom and ``cell`` (3, 3) Angstrom; any other
+    registered node field (e.g. ``known_mask``) is concatenated too.
+    """
+    if not records:
+        raise ValueError("cannot collate an empty list of crystals")
+    counts = [len(r[F.ATOMIC_NUMBERS]) for r in records]
+    batch: Batch = {
+        F.ATOMIC_NUMBERS: torch.as_tensor(np.concatenate([r[F.ATOMIC_NUMBERS] for r in records]), dtype=torch.long),
+        F.POSITIONS: torch.as_tensor(np.concatenate([r[F.POSITIONS] for r in records]), dtype=dtype),
+        F.CELL: torch.as_tensor(np.stack([r[F.CELL] for r in records]), dtype=dtype),
+        F.NUM_ATOMS: torch.as_tensor(counts, dtype=torch.long),
+        F.BATCH: torch.repeat_interleave(torch.arange(len(records)), torch.as_tensor(counts)),
+    }
+    for key in F.NODE_FIELDS - batch.keys():
+        if all(key in r for r in records):
+            batch[key] = torch.as_tensor(np.concatenate([np.asarray(r[key]) for r in records]))
+    return batch
+
+
+def to_device(batch: Batch, device: torch.device | str) -> Batch:
+    """Move every tensor of a batch to ``device``."""
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def split(batch: Batch) -> list[dict[str, np.ndarray]]:
+    """Split a batch back into per-crystal records of numpy arrays (node and graph fields only)."""
+    counts = batch[F.NUM_ATOMS].tolist()
+    bounds = np.cumsum([0] + counts)
+    node_keys = [k for k in batch if k in F.NODE_FIELDS and k != F.BATCH]
+    graph_keys = [k for k in batch if k in F.GRAPH_FIELDS and k != F.NUM_ATOMS]
+    node = {k: batch[k].detach().cpu().numpy() for k in node_keys}
+    graph = {k: batch[k].detach().cpu().numpy() for k in graph_keys}
+    out = []
+    for g, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        rec = {k: v[lo:hi] for k, v in node.items()}
+        rec.update({k: v[g] for k, v in graph.items()})
+        out.append(rec)
+    return out
+
+
+def wrap_positions(pos: torch.Tensor, cell: torch.Tensor, batch_index: torch.Tensor) -> torch.Tensor:
+    """Wrap Cartesian positions (n, 3) Angstrom into their cells (rows of ``cell`` (B, 3, 3))."""
+    inv = torch.linalg.inv(cell)[batch_index]
+    frac = torch.einsum("ni,nij->nj", pos, inv)
+    frac = frac - torch.floor(frac)
+    return torch.einsum("ni,nij->nj", frac, cell[batch_index])

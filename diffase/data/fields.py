@@ -1,0 +1,38 @@
+"""The one registry of batch field names.
+
+Every model, process and converter in diffase reads and writes a plain ``dict[str, Tensor]`` (a *batch*),
+with keys taken from this module. Many crystals are batched into one flat graph: node fields are stacked
+over all atoms of all crystals, graph fields over crystals, edge fields over all edges.
+
+New modalities (charge grids, site DOS, conditions) add keys here; they never add new data classes.
+"""
+
+from __future__ import annotations
+
+# --- node fields: one row per atom, shape (n_atoms, ...) ---------------------------------------------
+ATOMIC_NUMBERS = "atomic_numbers"  #: (n_atoms,) int64, Z
+POSITIONS = "pos"  #: (n_atoms, 3) float, Cartesian coordinates, Angstrom
+FRAC_COORDS = "frac_coords"  #: (n_atoms, 3) float, fractional coordinates in [0, 1)
+BATCH = "batch"  #: (n_atoms,) int64, index of the crystal each atom belongs to
+KNOWN_MASK = "known_mask"  #: (n_atoms,) bool, True for atoms whose positions are given (inpainting host)
+
+# --- graph fields: one row per crystal, shape (n_crystals, ...) --------------------------------------
+CELL = "cell"  #: (n_crystals, 3, 3) float, lattice vectors as rows, Angstrom
+NUM_ATOMS = "num_atoms"  #: (n_crystals,) int64
+SIGMA = "sigma"  #: (n_crystals,) float, noise level of the VE process, Angstrom
+
+# --- edge fields: one row per directed edge, shape (n_edges, ...) ------------------------------------
+EDGE_INDEX = "edge_index"  #: (2, n_edges) int64, [source, target] atom indices
+EDGE_CELL_SHIFT = "edge_cell_shift"  #: (n_edges, 3) float, integer image offset of the target, in cells
+
+NODE_FIELDS = frozenset({ATOMIC_NUMBERS, POSITIONS, FRAC_COORDS, BATCH, KNOWN_MASK})
+GRAPH_FIELDS = frozenset({CELL, NUM_ATOMS, SIGMA})
+EDGE_FIELDS = frozenset({EDGE_INDEX, EDGE_CELL_SHIFT})
+
+
+def field_kind(key: str) -> str:
+    """Return ``"node"``, ``"graph"`` or ``"edge"`` for a registered key; raise ``KeyError`` otherwise."""
+    for kind, fields in (("node", NODE_FIELDS), ("graph", GRAPH_FIELDS), ("edge", EDGE_FIELDS)):
+        if key in fields:
+            return kind
+    raise KeyError(f"{key!r} is not a registered batch field (see diffase.data.fields)")

@@ -1,0 +1,114 @@
+"""Reading crystals from the formats materials scientists keep them in, and streaming them back to disk.
+
+Readers return a list of ``(name, Structure)`` pairs; every structure passes :func:`to_structure`, so
+disordered or non-periodic inputs fail here with a clear message rather than deep inside a model.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pandas as pd
+from ase import Atoms
+from ase.io import read as ase_read
+from ase.io import write as ase_write
+from pymatgen.core import Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from diffase.data.structures import StructureLike, to_structure
+
+TABLE_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz")
+ASE_SUFFIXES = (".extxyz", ".xyz", ".traj", ".vasp", ".json")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in TABLE_SUFFIXES + (".db", ".cif") + ASE_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    if name.startswith(("poscar", "contcar")):
+        return ".vasp"
+    return path.suffix.lower()
+
+
+def read_table(
+    path: str | Path,
+    *,
+    cif_column: str = "cif",
+    id_column: str | None = "material_id",
+    limit: int | None = None,
+) -> list[tuple[str, Structure]]:
+    """Read a CSV table with one CIF text per row (e.g. the MP-20 / MPTS-52 tables).
+
+    ``id_column`` names each structure (row number if absent); ``limit`` keeps the first rows only.
+    """
+    table = pd.read_csv(path, nrows=limit)
+    if cif_column not in table.columns:
+        raise ValueError(f"{path}: no column {cif_column!r}; columns are {list(table.columns)}")
+    ids = table[id_column].astype(str) if id_column in table.columns else table.index.astype(str)
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pymatgen's CIF rounding chatter
+        for name, cif in zip(ids, table[cif_column]):
+            out.append((name, to_structure(Structure.from_str(cif, fmt="cif"), name=name)))
+    return out
+
+
+def read_ase_db(path: str | Path, *, limit: int | None = None) -> list[tuple[str, Structure]]:
+    """Read every row of an ASE database (``.db``)."""
+    from ase.db import connect
+
+    out = []
+    for row in connect(str(path)).select(limit=limit):
+        name = str(row.get("name", row.id))
+        out.append((name, to_structure(row.toatoms(), name=name)))
+    return out
+
+
+def read_structures(source, *, limit: int | None = None, **table_kw) -> list[tuple[str, Structure]]:
+    """Read crystals from a path or an in-memory collection.
+
+    ``source`` may be: a CSV table with a CIF column (``.csv``/``.csv.gz``), an ASE database (``.db``),
+    a CIF/POSCAR file, any file ASE reads with several frames (``.extxyz``, ``.traj``), a single
+    ``Structure``/``Atoms``, or a list of them. Returns ``(name, Structure)`` pairs.
+    """
+    if isinstance(source, (Structure, Atoms)):
+        source = [source]
+    if isinstance(source, Sequence) and not isinstance(source, (str, bytes)):
+        items = list(source)[:limit] if limit else list(source)
+        return [(str(i), to_structure(s, name=f"item {i}")) for i, s in enumerate(items)]
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"no such structure file: {path}")
+    suffix = _suffix(path)
+    if suffix in TABLE_SUFFIXES:
+        return read_table(path, limit=limit, **table_kw)
+    if suffix == ".db":
+        return read_ase_db(path, limit=limit)
+    if suffix == ".cif":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return [(path.stem, to_structure(Structure.from_file(path), name=path.name))]
+    frames = ase_read(str(path), index=f":{limit}" if limit else ":")
+    frames = frames if isinstance(frames, list) else [frames]
+    return [(f"{path.stem}-{i}", to_structure(a, name=f"{path.name}[{i}]")) for i, a in enumerate(frames)]
+
+
+def append_extxyz(path: str | Path, structures: Iterable[StructureLike], infos: Iterable[dict] | None = None) -> None:
+    """Append crystals to an extxyz file, one frame each, with ``infos`` (JSON-friendly scalars) in the header.
+
+    Used to stream finished batches so an interrupted run keeps what it made.
+    """
+    frames = []
+    infos = list(infos) if infos is not None else None
+    for i, s in enumerate(structures):
+        atoms = s if isinstance(s, Atoms) else AseAtomsAdaptor.get_atoms(s)
+        atoms = atoms.copy()
+        atoms.calc = None
+        if infos is not None:
+            atoms.info.update({k: v for k, v in infos[i].items() if isinstance(v, (int, float, str, bool))})
+        frames.append(atoms)
+    if frames:
+        ase_write(str(path), frames, format="extxyz", append=True)

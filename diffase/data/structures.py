@@ -1,0 +1,102 @@
+"""Checks and conversions at the edge: pymatgen ``Structure`` / ASE ``Atoms`` <-> numpy crystal records.
+
+A *crystal record* is a plain dict ``{"atomic_numbers": (n,) int64, "pos": (n, 3) float64 Angstrom,
+"cell": (3, 3) float64 Angstrom (rows = lattice vectors)}`` plus optional metadata, the unit that
+:mod:`diffase.data.batch` stacks into flat graphs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+import numpy as np
+from ase import Atoms
+from pymatgen.core import Element, Lattice, Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from diffase.data import fields as F
+from diffase.errors import DisorderedStructureError, InvalidStructureError, UnknownElementError
+
+StructureLike = Union[Structure, Atoms]
+
+#: Largest atomic number diffase models can embed (Z = 1 .. MAX_Z).
+MAX_Z = 100
+
+
+def to_structure(obj: StructureLike, *, name: str | None = None) -> Structure:
+    """Return ``obj`` as an ordered, periodic pymatgen ``Structure``; raise a clear error otherwise.
+
+    Accepts a ``Structure`` or a fully periodic ASE ``Atoms``. ``name`` is used in error messages.
+    """
+    label = f" ({name})" if name else ""
+    if isinstance(obj, Atoms):
+        if not all(obj.pbc):
+            raise InvalidStructureError(
+                f"Atoms{label} is not periodic in all three directions (pbc={list(obj.pbc)}); "
+                "diffase works on bulk crystals: set atoms.pbc = True and give a cell."
+            )
+        obj = AseAtomsAdaptor.get_structure(obj)
+    if not isinstance(obj, Structure):
+        raise TypeError(f"expected a pymatgen Structure or ASE Atoms{label}, got {type(obj).__name__}")
+    if not obj.is_ordered:
+        bad = next(site for site in obj if not site.is_ordered)
+        raise DisorderedStructureError(
+            f"structure {obj.formula}{label} is disordered (site {bad.species} at {bad.frac_coords.round(3)}); "
+            "diffase needs one element per site: order it first, e.g. with pymatgen's "
+            "OrderDisorderedStructureTransformation or EnumerateStructureTransformation."
+        )
+    for site in obj:
+        sp = site.specie
+        if not isinstance(getattr(sp, "element", sp), Element):
+            raise UnknownElementError(
+                f"structure {obj.formula}{label} has a site of {sp!r}, which is not a chemical element; "
+                "replace dummy species by real elements."
+            )
+    if abs(obj.lattice.volume) < 1e-6:
+        raise InvalidStructureError(f"structure {obj.formula}{label} has a degenerate lattice (volume ~ 0)")
+    return obj
+
+
+def structure_to_record(structure: StructureLike, *, name: str | None = None) -> dict[str, Any]:
+    """Convert one crystal to a record of numpy arrays (positions wrapped into the cell)."""
+    s = to_structure(structure, name=name)
+    z = np.array([site.specie.Z for site in s], dtype=np.int64)
+    if z.max(initial=0) > MAX_Z:
+        raise UnknownElementError(f"{s.formula}: elements beyond Z={MAX_Z} are not supported")
+    frac = np.mod(s.frac_coords, 1.0)
+    cell = np.array(s.lattice.matrix, dtype=np.float64)
+    return {F.ATOMIC_NUMBERS: z, F.POSITIONS: frac @ cell, F.CELL: cell}
+
+
+def record_to_structure(record: dict[str, Any]) -> Structure:
+    """Convert a crystal record back to a pymatgen ``Structure`` (Cartesian positions kept as given)."""
+    return Structure(
+        Lattice(np.asarray(record[F.CELL], dtype=float)),
+        [int(z) for z in record[F.ATOMIC_NUMBERS]],
+        np.asarray(record[F.POSITIONS], dtype=float),
+        coords_are_cartesian=True,
+    )
+
+
+def record_to_atoms(record: dict[str, Any]) -> Atoms:
+    """Convert a crystal record to a periodic ASE ``Atoms``."""
+    return Atoms(
+        numbers=np.asarray(record[F.ATOMIC_NUMBERS]),
+        positions=np.asarray(record[F.POSITIONS], dtype=float),
+        cell=np.asarray(record[F.CELL], dtype=float),
+        pbc=True,
+    )
+
+
+def check_elements(records: list[dict[str, Any]], allowed: set[int] | None) -> None:
+    """Raise :class:`UnknownElementError` if any record holds an element outside ``allowed`` (atomic numbers)."""
+    if allowed is None:
+        return
+    for i, rec in enumerate(records):
+        unknown = sorted(set(int(z) for z in rec[F.ATOMIC_NUMBERS]) - allowed)
+        if unknown:
+            names = ", ".join(Element.from_Z(z).symbol for z in unknown)
+            raise UnknownElementError(
+                f"crystal {i} contains {names}, which the model never saw in training; "
+                f"it knows {len(allowed)} elements (see model.elements). Use a model trained on these elements."
+            )

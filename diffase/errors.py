@@ -1,0 +1,27 @@
+"""Exceptions raised by diffase. Each message names the problem and the fix."""
+
+from __future__ import annotations
+
+
+class DiffaseError(Exception):
+    """Base class of every diffase error."""
+
+
+class DisorderedStructureError(DiffaseError, ValueError):
+    """A structure has partially occupied or mixed sites; diffase models need one species per site."""
+
+
+class UnknownElementError(DiffaseError, ValueError):
+    """A structure contains an element that the model (or the periodic table) does not know."""
+
+
+class InvalidStructureError(DiffaseError, ValueError):
+    """A structure cannot be used as given (no periodic cell, degenerate lattice, overlapping atoms...)."""
+
+
+class CheckpointNotFoundError(DiffaseError, FileNotFoundError):
+    """A named model or checkpoint path was not found in any of the places diffase looks."""
+
+
+class SamplingError(DiffaseError, RuntimeError):
+    """Sampling diverged (NaN or infinite coordinates); nothing was written for the failed batch."""
