@@ -52,8 +52,7 @@ def train_score_model_lightning(
     process = process or VEProcess()
     out = Path(out_dir)
     train, _ = load_records(train_source, limit=limit_train)
-    val, _ = load_records(val_source)
-    val = val[: config.max_val] if config.max_val else val
+    val, _ = load_records(val_source, limit=config.max_val)
     elements = sorted({int(z) for r in train for z in r["atomic_numbers"]})
     model_config = model_config or ScoreNetConfig()
     model_config.avg_num_neighbors = round(estimate_avg_neighbors(train, model_config.cutoff), 2)

@@ -92,9 +92,7 @@ def train_score_model(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train, _ = load_records(train_source, limit=limit_train)
-    val, _ = load_records(val_source)
-    if config.max_val:
-        val = val[: config.max_val]
+    val, _ = load_records(val_source, limit=config.max_val)
     elements = sorted({int(z) for r in train for z in r["atomic_numbers"]})
 
     last = out / "last.pt"
@@ -105,6 +103,7 @@ def train_score_model(
     else:
         model_config = model_config or ScoreNetConfig()
         model_config.avg_num_neighbors = round(estimate_avg_neighbors(train, model_config.cutoff), 2)
+    torch.manual_seed(config.seed)  # initial weights and noise draws are reproducible
     net = ScoreNet(model_config).to(dev)
     ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
@@ -113,7 +112,6 @@ def train_score_model(
         opt, factor=config.plateau_factor, patience=config.plateau_patience, min_lr=config.min_lr
     )
     step, epoch, batch_in_epoch, wall, best_val = 0, 0, 0, 0.0, math.inf
-    torch.manual_seed(config.seed)
     if state is not None:
         net.load_state_dict(state["state_dict"])
         ema.load_state_dict(state["ema_state_dict"])
