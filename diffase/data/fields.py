@@ -15,23 +15,37 @@ POSITIONS = "pos"  #: (n_atoms, 3) float, Cartesian coordinates, Angstrom
 FRAC_COORDS = "frac_coords"  #: (n_atoms, 3) float, fractional coordinates in [0, 1)
 BATCH = "batch"  #: (n_atoms,) int64, index of the crystal each atom belongs to
 KNOWN_MASK = "known_mask"  #: (n_atoms,) bool, True for atoms whose positions are given (inpainting host)
+TYPE_TOKENS = "type_tokens"  #: (n_atoms,) int64, a model's element token 0..K-1, or K = the absorbing mask token
+NODE_COND = "node_cond"  #: (n_atoms, d) float, per-atom conditions fed to the joint denoiser's node embedding
 
 # --- graph fields: one row per crystal, shape (n_crystals, ...) --------------------------------------
 CELL = "cell"  #: (n_crystals, 3, 3) float, lattice vectors as rows, Angstrom
 NUM_ATOMS = "num_atoms"  #: (n_crystals,) int64
 SIGMA = "sigma"  #: (n_crystals,) float, noise level of the VE process, Angstrom
+TIME = "t"  #: (n_crystals,) float in [0, 1], diffusion time of the joint (types, coords, lattice) processes
+
+#: Graph-level conditions are keys ``"cond:<name>"`` (see :func:`condition_key`): (n_crystals,) float for a
+#: scalar or a class index, (n_crystals, d) float for a multi-hot vector; NaN marks "not given" (unconditional).
+CONDITION_PREFIX = "cond:"
 
 # --- edge fields: one row per directed edge, shape (n_edges, ...) ------------------------------------
 EDGE_INDEX = "edge_index"  #: (2, n_edges) int64, [source, target] atom indices
 EDGE_CELL_SHIFT = "edge_cell_shift"  #: (n_edges, 3) float, integer image offset of the target, in cells
 
-NODE_FIELDS = frozenset({ATOMIC_NUMBERS, POSITIONS, FRAC_COORDS, BATCH, KNOWN_MASK})
-GRAPH_FIELDS = frozenset({CELL, NUM_ATOMS, SIGMA})
+NODE_FIELDS = frozenset({ATOMIC_NUMBERS, POSITIONS, FRAC_COORDS, BATCH, KNOWN_MASK, TYPE_TOKENS, NODE_COND})
+GRAPH_FIELDS = frozenset({CELL, NUM_ATOMS, SIGMA, TIME})
 EDGE_FIELDS = frozenset({EDGE_INDEX, EDGE_CELL_SHIFT})
+
+
+def condition_key(name: str) -> str:
+    """Batch key of the graph-level condition ``name`` (e.g. ``"band_gap"`` -> ``"cond:band_gap"``)."""
+    return CONDITION_PREFIX + name
 
 
 def field_kind(key: str) -> str:
     """Return ``"node"``, ``"graph"`` or ``"edge"`` for a registered key; raise ``KeyError`` otherwise."""
+    if key.startswith(CONDITION_PREFIX):
+        return "graph"
     for kind, fields in (("node", NODE_FIELDS), ("graph", GRAPH_FIELDS), ("edge", EDGE_FIELDS)):
         if key in fields:
             return kind

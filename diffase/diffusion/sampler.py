@@ -6,12 +6,15 @@ runs this loop. What varies is given to it as data:
 * ``processes``: one corruption process per generated field (e.g. :class:`~diffase.diffusion.ve.VEProcess`
   for Cartesian positions), each providing ``prior``, ``predictor_step``, optional ``corrector_step``,
   ``noise_to`` (marginal at a level, for known values) and ``forward_step`` (re-noise by one level).
-* ``score_fn(batch, level) -> {field: score}``: the network, with any guidance already folded in.
+* ``score_fn(batch, level) -> {field: output}``: the network, with any guidance already folded in. The
+  output is whatever the field's process reads in its steps: a score for VE positions, a normalised score
+  for wrapped-normal fractional coordinates, predicted noise for the DDPM lattice, logits over clean tokens
+  for discrete (D3PM) types. Fields may be continuous or integer tensors; the NaN check skips integer ones.
 * ``schedule``: levels visited (see :mod:`diffase.diffusion.schedules`); a step down is a denoising step
   (M corrector steps at the current level, then one predictor step), a step up a RePaint re-noising.
-* ``known``: per-field inpainting masks and values; after each denoising step the known entries are
-  replaced by the known values noised to the new level (inpainting paper eq. 11-12), so at level -1
-  they equal the given values exactly.
+* ``known``: per-field inpainting masks (one bool per row: per atom, or per crystal for the cell) and
+  values; after each denoising step the known entries are replaced by the known values noised to the new
+  level (inpainting paper eq. 11-12), so at level -1 they equal the given values exactly.
 """
 
 from __future__ import annotations
@@ -43,7 +46,10 @@ def _combine_known(batch, processes, known, level, generator):
         if proc.key in known:
             mask, values = known[proc.key]
             noised = proc.noise_to(values, level, batch, generator=generator)
-            batch[proc.key] = torch.where(mask.unsqueeze(-1), noised, batch[proc.key])
+            current = batch[proc.key]
+            # rows are the first axis of every field: (n,) types, (n, 3) coordinates, (B, 3, 3) cells
+            rows = mask.reshape(mask.shape + (1,) * (current.dim() - mask.dim()))
+            batch[proc.key] = torch.where(rows, noised, current)
 
 
 def _check_finite(batch, processes, level):

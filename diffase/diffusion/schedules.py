@@ -20,6 +20,19 @@ def geometric_sigmas(sigma_min: float, sigma_max: float, num_levels: int) -> tor
                                     torch.log(torch.tensor(sigma_max, dtype=torch.float64)), num_levels))
 
 
+def level_timestep(level: int, num_levels: int, num_steps: int) -> int:
+    """Training step ``t`` in 0..T of a sampling level, for processes trained on T discrete steps.
+
+    Level ``N-1`` is step T (the prior), level -1 is step 0 (the clean data); with N < T levels the sampler
+    visits every (T/N)-th step (respacing, Nichol & Dhariwal 2021), exact when N divides T.
+    """
+    if not -1 <= level < num_levels:
+        raise ValueError(f"level {level} outside [-1, {num_levels - 1}]")
+    if not 1 <= num_levels <= num_steps:
+        raise ValueError(f"need 1 <= num_levels <= num_steps, got {num_levels}, {num_steps}")
+    return round((level + 1) * num_steps / num_levels)
+
+
 def monotone_schedule(num_levels: int) -> list[int]:
     """``[N-1, N-2, ..., 0, -1]``: plain reverse diffusion."""
     return list(range(num_levels - 1, -2, -1))

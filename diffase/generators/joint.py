@@ -1,0 +1,342 @@
+"""The joint (atom types A, fractional coordinates X, lattice L) generator: network + three processes.
+
+``JointModel`` samples whole crystals with the shared predictor-corrector loop
+(:func:`diffase.diffusion.sampler.sample`): absorbing D3PM on types, wrapped normal on fractional
+coordinates, DDPM on the lattice, one network (:class:`~diffase.nn.joint_denoiser.JointDenoiser`) for all
+three, classifier-free guidance folded into the score function (:mod:`diffase.diffusion.guidance`).
+
+* ``sample(n, ...)``: de novo crystals; the number of atoms is drawn from the training distribution or
+  given; conditions (``{"band_gap": 2.0}``) with one ``guidance_scale`` (default 1 = conditional when a
+  condition is given).
+* ``sample_from(structures, ...)``: start from given crystals, either noised to ``t_start`` (a template,
+  SDEdit-style) and/or with fixed fields (``fix_lattice``, per-atom ``fix_types`` / ``fix_coords``
+  masks: inpainting), which end exactly as given.
+* ``generate(n, path, ...)``: ``sample`` streamed to an extxyz file batch by batch, resumable.
+
+Every method yields one list of records per batch (``atomic_numbers``, ``pos`` Angstrom, ``cell``,
+``frac_coords``, ``valid``): a crystal in which a mask token is left is returned with ``valid=False`` and
+atomic number 0 at the masked sites (never a made-up element); :func:`record_to_structure` refuses it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from pymatgen.core import Element, Structure
+
+from diffase.data import fields as F
+from diffase.data.batch import collate, split, to_device
+from diffase.data.structures import check_elements, structure_to_record
+from diffase.diffusion.d3pm import AbsorbingD3PM
+from diffase.diffusion.ddpm import LatticeDDPM
+from diffase.diffusion.guidance import guided_score_fn
+from diffase.diffusion.sampler import sample
+from diffase.diffusion.schedules import level_timestep, monotone_schedule
+from diffase.diffusion.wrapped_normal import WrappedNormalProcess
+from diffase.errors import InvalidStructureError
+from diffase.nn.conditioning import ConditionSpec
+from diffase.nn.joint_denoiser import JointDenoiser, JointDenoiserConfig
+from diffase.runtime import make_generator, resolve_device
+
+CHECKPOINT_KIND = "diffase-joint-v1"
+
+
+# --- records <-> batches ------------------------------------------------------------------------------
+def encode_records(records: Sequence[dict], elements: Sequence[int]) -> list[dict]:
+    """Add ``frac_coords`` (in [0, 1)) and ``type_tokens`` (index into ``elements``) to crystal records."""
+    check_elements(list(records), set(elements))
+    lookup = np.full(max(elements) + 1, -1, dtype=np.int64)
+    lookup[np.asarray(elements)] = np.arange(len(elements))
+    out = []
+    for rec in records:
+        cell = np.asarray(rec[F.CELL], dtype=np.float64)
+        frac = np.asarray(rec[F.POSITIONS], dtype=np.float64) @ np.linalg.inv(cell)
+        out.append({**rec, F.FRAC_COORDS: np.mod(frac, 1.0), F.TYPE_TOKENS: lookup[np.asarray(rec[F.ATOMIC_NUMBERS])]})
+    return out
+
+
+def make_batch(records: Sequence[dict], conditions: dict[str, np.ndarray] | None = None,
+               dtype: torch.dtype = torch.float32) -> dict:
+    """Collate encoded records into a batch; ``conditions`` maps a name to per-crystal values (B,) or (B, d)."""
+    batch = collate(records, dtype=dtype)
+    batch[F.FRAC_COORDS] = batch[F.FRAC_COORDS].to(dtype)
+    for name, values in (conditions or {}).items():
+        batch[F.condition_key(name)] = torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=dtype)
+    return batch
+
+
+def decode_tokens(tokens: np.ndarray, elements: Sequence[int]) -> tuple[np.ndarray, bool]:
+    """Atomic numbers of tokens and whether all are real elements; mask tokens decode to 0 (invalid)."""
+    tokens = np.asarray(tokens)
+    table = np.append(np.asarray(elements, dtype=np.int64), 0)
+    valid = bool((tokens < len(elements)).all())
+    return table[np.clip(tokens, 0, len(elements))], valid
+
+
+def record_to_structure(record: dict) -> Structure:
+    """pymatgen ``Structure`` of a generated record; :class:`InvalidStructureError` if a mask token was left."""
+    if not record.get("valid", True) or (np.asarray(record[F.ATOMIC_NUMBERS]) < 1).any():
+        raise InvalidStructureError("this sample still holds a masked atom type: it is an invalid sample, "
+                                    "count it as such (no element is made up for it)")
+    return Structure(np.asarray(record[F.CELL], dtype=float), [int(z) for z in record[F.ATOMIC_NUMBERS]],
+                     np.asarray(record[F.FRAC_COORDS], dtype=float))
+
+
+def make_checkpoint(net: JointDenoiser, processes: dict, elements: Sequence[int], num_atoms_counts: Sequence[int],
+                    **extra) -> dict:
+    """Checkpoint dict: weights, architecture, processes, element vocabulary, atom-count histogram, ``extra``."""
+    return {
+        "kind": CHECKPOINT_KIND,
+        "model_config": net.config.to_dict(),
+        "processes": {name: p.to_dict() for name, p in processes.items()},
+        "elements": [int(z) for z in elements],
+        "num_atoms_counts": [int(c) for c in num_atoms_counts],
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        **extra,
+    }
+
+
+def default_processes(num_elements: int) -> dict:
+    """The three processes with the papers' settings (T = 1000 training steps)."""
+    return {"types": AbsorbingD3PM(num_elements), "coords": WrappedNormalProcess(), "lattice": LatticeDDPM()}
+
+
+class JointModel:
+    """A joint denoiser, its processes, element vocabulary and atom-count distribution, on one device."""
+
+    def __init__(self, net: JointDenoiser, processes: dict, elements: Sequence[int], num_atoms_counts: Sequence[int],
+                 device: str | torch.device = "auto", meta: dict | None = None):
+        self.device = resolve_device(device)
+        self.net = net.to(self.device).eval()
+        self.processes = processes
+        self.elements = [int(z) for z in elements]
+        self.num_atoms_counts = [int(c) for c in num_atoms_counts]
+        self.meta = meta or {}
+        if len(self.elements) != net.config.num_elements:
+            raise ValueError(f"{len(self.elements)} elements but the network has {net.config.num_elements} types")
+
+    # --- checkpoints --------------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, device: str | torch.device = "auto") -> JointModel:
+        if ckpt.get("kind") != CHECKPOINT_KIND:
+            raise ValueError(f"checkpoint kind {ckpt.get('kind')!r} is not a joint model ({CHECKPOINT_KIND})")
+        net = JointDenoiser(JointDenoiserConfig(**ckpt["model_config"]))
+        net.load_state_dict(ckpt["state_dict"])
+        p = ckpt["processes"]
+        processes = {"types": AbsorbingD3PM(**p["types"]), "coords": WrappedNormalProcess(**p["coords"]),
+                     "lattice": LatticeDDPM(**p["lattice"])}
+        skip = ("state_dict", "model_config", "processes", "elements", "num_atoms_counts")
+        meta = {k: v for k, v in ckpt.items() if k not in skip}
+        return cls(net, processes, ckpt["elements"], ckpt["num_atoms_counts"], device, meta)
+
+    def to_checkpoint(self, **extra) -> dict:
+        return make_checkpoint(self.net, self.processes, self.elements, self.num_atoms_counts, **extra)
+
+    @property
+    def condition_specs(self) -> dict[str, ConditionSpec]:
+        """The graph conditions this model was trained with, by name."""
+        return {s.name: s for s in self.net.config.condition_specs}
+
+    # --- conditions -----------------------------------------------------------------------------------
+    def condition_values(self, conditions: dict, n: int) -> dict[str, np.ndarray]:
+        """Per-crystal arrays for user conditions: a number (scalar), a class index (categorical), or a
+        chemical system ``"Li-Fe-O"`` / element list (multi-hot over the model's elements)."""
+        specs = self.condition_specs
+        out = {}
+        for name, value in conditions.items():
+            if name not in specs:
+                known = ", ".join(specs) or "none (an unconditional model)"
+                raise ValueError(f"this model was not trained with condition {name!r}; its conditions: {known}. "
+                                 "Use a checkpoint trained with it, or drop the condition.")
+            spec = specs[name]
+            if spec.kind == "multi_hot":
+                symbols = value.split("-") if isinstance(value, str) else list(value)
+                zs = [Element(s).Z for s in symbols]
+                check_elements([{F.ATOMIC_NUMBERS: np.array(zs)}], set(self.elements))
+                vec = np.zeros(len(self.elements))
+                vec[[self.elements.index(z) for z in zs]] = 1.0
+                out[name] = np.tile(vec, (n, 1))
+            else:
+                out[name] = np.full(n, float(value))
+        return out
+
+    # --- score ----------------------------------------------------------------------------------------
+    def model_fn(self, processes: dict):
+        """``(batch, level) -> network outputs`` at the time of ``level`` under ``processes``' level grid."""
+        types = processes["types"]
+
+        @torch.no_grad()
+        def fn(batch: dict, level: int) -> dict:
+            t = level_timestep(level, types.num_levels, types.num_steps) / types.num_steps
+            n_graph = batch[F.NUM_ATOMS].shape[0]
+            batch = {**batch, F.TIME: torch.full((n_graph,), t, dtype=batch[F.CELL].dtype, device=self.device)}
+            return self.net(batch)
+
+        return fn
+
+    def _processes(self, num_levels: int | None) -> dict:
+        if num_levels is None:
+            return self.processes
+        return {name: type(p)(**{**p.to_dict(), "num_levels": num_levels}) for name, p in self.processes.items()}
+
+    # --- sampling -------------------------------------------------------------------------------------
+    def _run(self, chunk, conditions, guidance_scale, processes, schedule, known_masks, template, n_corrector,
+             generator, progress, desc) -> list[dict]:
+        batch = to_device(make_batch(chunk, conditions), self.device)
+        score_fn = guided_score_fn(self.model_fn(processes), guidance_scale)
+        order = [processes["types"], processes["coords"], processes["lattice"]]
+        known = {key: (mask.to(self.device), batch[key].clone()) for key, mask in known_masks.items()}
+        tmpl = {key: batch[key].clone() for key in template}
+        out = sample(score_fn, batch, order, schedule, n_corrector=n_corrector, known=known, template=tmpl,
+                     generator=generator, progress=progress, desc=desc)
+        return self._to_records(out)
+
+    def _to_records(self, out: dict) -> list[dict]:
+        keep = {k: out[k] for k in (F.TYPE_TOKENS, F.FRAC_COORDS, F.CELL, F.NUM_ATOMS, F.BATCH)}
+        records = []
+        for rec in split(keep):
+            cell = rec[F.CELL].astype(np.float64)
+            frac = rec[F.FRAC_COORDS].astype(np.float64)
+            if np.linalg.det(cell) < 0:  # same crystal, right-handed basis: L -> -L, f -> -f
+                cell, frac = -cell, -frac
+            frac = np.mod(frac, 1.0)
+            z, valid = decode_tokens(rec[F.TYPE_TOKENS], self.elements)
+            records.append({F.ATOMIC_NUMBERS: z, F.FRAC_COORDS: frac, F.POSITIONS: frac @ cell, F.CELL: cell,
+                            "valid": valid})
+        return records
+
+    def _check_guidance(self, conditions, guidance_scale) -> float:
+        if conditions:
+            return 1.0 if guidance_scale is None else float(guidance_scale)
+        if guidance_scale not in (None, 0, 0.0):
+            raise ValueError(f"guidance_scale={guidance_scale} needs conditions; pass conditions={{...}}")
+        return 0.0
+
+    def sample(self, n: int, *, num_atoms: int | Sequence[int] | None = None, conditions: dict | None = None,
+               guidance_scale: float | None = None, batch_size: int = 64, num_levels: int | None = None,
+               n_corrector: int = 1, seed: int | None = None, progress: bool = False,
+               start_batch: int = 0) -> Iterator[list[dict]]:
+        """Generate ``n`` crystals, yielding one list of records per batch of ``batch_size``.
+
+        ``num_atoms``: one count for all, a list of n counts, or None (drawn from the training distribution).
+        ``conditions``: ``{name: value}`` for the model's conditions; ``guidance_scale`` defaults to 1
+        (conditional) when conditions are given, 0 otherwise. ``num_levels`` < 1000 respaces all three
+        processes (fewer network calls). Batch b draws from its own seed (``seed``, b), so ``start_batch``
+        resumes an interrupted run with the same crystals.
+        """
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        scale = self._check_guidance(conditions, guidance_scale)
+        counts = self._num_atoms(n, num_atoms, seed)
+        processes = self._processes(num_levels)
+        schedule = monotone_schedule(processes["types"].num_levels)
+        for b, lo in enumerate(range(0, n, batch_size)):
+            if b < start_batch:
+                continue
+            chunk = [{F.ATOMIC_NUMBERS: np.zeros(c, dtype=np.int64), F.POSITIONS: np.zeros((c, 3)),
+                      F.CELL: np.eye(3), F.FRAC_COORDS: np.zeros((c, 3)), F.TYPE_TOKENS: np.zeros(c, dtype=np.int64)}
+                     for c in counts[lo : lo + batch_size]]
+            conds = self.condition_values(conditions, len(chunk)) if conditions else None
+            yield self._run(chunk, conds, scale, processes, schedule, {}, (), n_corrector,
+                            self._batch_generator(seed, b), progress,
+                            f"crystals {lo + 1}-{lo + len(chunk)} of {n}")
+
+    def sample_from(self, structures: Sequence, *, t_start: float | None = None, fix_lattice: bool = False,
+                    fix_types: Sequence | bool | None = None, fix_coords: Sequence | bool | None = None,
+                    conditions: dict | None = None, guidance_scale: float | None = None, batch_size: int = 64,
+                    num_levels: int | None = None, n_corrector: int = 1, seed: int | None = None,
+                    progress: bool = False) -> Iterator[list[dict]]:
+        """Generate from given crystals (``Structure``/``Atoms``, each in its Niggli-reduced cell).
+
+        ``t_start`` in (0, 1]: start from the crystals noised to that time (a template) instead of the prior.
+        ``fix_lattice``: keep every cell; ``fix_types`` / ``fix_coords``: True (all atoms) or one bool array per
+        crystal (atoms in the input order of the reduced structure) whose entries end exactly as given.
+        """
+        if t_start is None and not (fix_lattice or fix_types is not None or fix_coords is not None):
+            raise ValueError("sample_from needs t_start (template) and/or fixed fields; use sample() for de novo")
+        if t_start is not None and not 0 < t_start <= 1:
+            raise ValueError(f"t_start must be in (0, 1], got {t_start}")
+        scale = self._check_guidance(conditions, guidance_scale)
+        records = encode_records([structure_to_record(s.get_reduced_structure() if isinstance(s, Structure) else s,
+                                                      name=f"structure {i}") for i, s in enumerate(structures)],
+                                 self.elements)
+        processes = self._processes(num_levels)
+        n_lev = processes["types"].num_levels
+        start = n_lev - 1 if t_start is None else max(0, round(t_start * n_lev) - 1)
+        schedule = list(range(start, -2, -1))
+        fixes = {F.TYPE_TOKENS: fix_types, F.FRAC_COORDS: fix_coords}
+        for b, lo in enumerate(range(0, len(records), batch_size)):
+            chunk = records[lo : lo + batch_size]
+            masks = {}
+            for key, fix in fixes.items():
+                if fix is None or fix is False:
+                    continue
+                parts = [np.ones(len(r[F.ATOMIC_NUMBERS]), bool) if fix is True else np.asarray(fix[lo + i], bool)
+                         for i, r in enumerate(chunk)]
+                if any(len(m) != len(r[F.ATOMIC_NUMBERS]) for m, r in zip(parts, chunk)):
+                    raise ValueError(f"{key} mask length differs from the number of atoms of a crystal")
+                masks[key] = torch.as_tensor(np.concatenate(parts))
+            if fix_lattice:
+                masks[F.CELL] = torch.ones(len(chunk), dtype=torch.bool)
+            template = (F.TYPE_TOKENS, F.FRAC_COORDS, F.CELL) if t_start is not None else ()
+            conds = self.condition_values(conditions, len(chunk)) if conditions else None
+            yield self._run(chunk, conds, scale, processes, schedule, masks, template, n_corrector,
+                            self._batch_generator(seed, b), progress,
+                            f"crystals {lo + 1}-{lo + len(chunk)} of {len(records)}")
+
+    def generate(self, n: int, path: str | Path, *, batch_size: int = 64, seed: int = 0, progress: bool = True,
+                 **kw) -> dict:
+        """Sample ``n`` crystals into the extxyz file ``path``, appending each batch as soon as it is done.
+
+        A run interrupted and started again with the same arguments resumes after the last complete batch
+        (a sidecar ``<path>.progress.json`` records the batches written). Invalid samples are not written
+        but counted. Returns ``{"written": ..., "invalid": ..., "path": ...}``.
+        """
+        from tqdm.auto import tqdm
+
+        from diffase.data.io import append_extxyz
+
+        path = Path(path)
+        state_file = path.with_name(path.name + ".progress.json")
+        settings = {"n": n, "batch_size": batch_size, "seed": seed, **{k: repr(v) for k, v in kw.items()}}
+        state = {"settings": settings, "batches": 0, "written": 0, "invalid": 0}
+        if state_file.exists():
+            old = json.loads(state_file.read_text())
+            if old.get("settings") != settings:
+                raise ValueError(f"{path} was started with other settings ({old.get('settings')}); "
+                                 "choose another output file or delete it and its .progress.json")
+            state = old
+        elif path.exists():
+            raise FileExistsError(f"{path} exists and has no .progress.json; choose another output file")
+        bar = tqdm(total=n, initial=min(n, state["batches"] * batch_size), desc="generating", unit="crystal",
+                   disable=not progress)
+        for records in self.sample(n, batch_size=batch_size, seed=seed, start_batch=state["batches"], **kw):
+            good = [r for r in records if r["valid"]]
+            append_extxyz(path, [record_to_structure(r) for r in good], [{"sample": i} for i in range(len(good))])
+            state["batches"] += 1
+            state["written"] += len(good)
+            state["invalid"] += len(records) - len(good)
+            state_file.write_text(json.dumps(state))
+            bar.update(len(records))
+        bar.close()
+        return {"written": state["written"], "invalid": state["invalid"], "path": str(path)}
+
+    # --- helpers --------------------------------------------------------------------------------------
+    def _batch_generator(self, seed: int | None, b: int):
+        if seed is None:
+            return None
+        return make_generator(int(np.random.SeedSequence([int(seed), b]).generate_state(1)[0]), self.device)
+
+    def _num_atoms(self, n: int, num_atoms, seed) -> list[int]:
+        if num_atoms is None:
+            probs = torch.as_tensor(self.num_atoms_counts, dtype=torch.float64)
+            gen = None if seed is None else torch.Generator().manual_seed(int(seed))
+            return torch.multinomial(probs, n, replacement=True, generator=gen).tolist()
+        counts = [int(num_atoms)] * n if np.isscalar(num_atoms) else [int(c) for c in num_atoms]
+        if len(counts) != n or min(counts) < 1:
+            raise ValueError(f"num_atoms must be one positive count or {n} of them, got {num_atoms}")
+        return counts

@@ -1,0 +1,143 @@
+"""Periodic E(3)-invariant denoiser of atom types, fractional coordinates and lattice (DiffCSP's CSPNet).
+
+Input: a batch with ``type_tokens`` (n,) (0..K-1 elements, K = mask), ``frac_coords`` (n, 3), ``cell``
+(B, 3, 3) Angstrom (rows = vectors), ``t`` (B,) diffusion time in [0, 1], ``batch``, ``num_atoms``, optional
+``node_cond`` (n, d) and graph conditions ``cond:<name>``. Output: ``{type_tokens: (n, K) logits of the
+clean type, frac_coords: (n, 3) normalised score, cell: (B, 3, 3) predicted lattice noise}``.
+
+Architecture: every pair of atoms of a crystal (self-pairs included) exchanges a message built from both
+atoms' features, Fourier features ``sin/cos(2 pi k df)``, k = 1..``num_freqs``, of the fractional difference
+``df = f_j - f_i``, and the lattice inner products ``L L^T`` (6 numbers, Angstrom^2 / 36). Messages are
+averaged per atom, and a residual MLP updates the atom (``num_layers`` layers of width ``hidden``, pre-norm).
+Heads: linear per atom for types and coordinates; per crystal, the mean atom feature gives a 3x3 matrix M
+and the lattice output is ``M L`` (equivariant: rotating the cell rotates it the same way).
+
+Symmetry, by construction: invariant to rotations/reflections of the Cartesian frame (only ``L L^T``
+enters), to translations of fractional coordinates and integer image shifts (only periodic functions of
+``df``), equivariant to permutations (mean aggregation). A re-choice of the unit cell changes ``L L^T``
+and ``df``; diffase feeds every crystal in its Niggli-reduced cell (training data and user templates
+alike), which makes the whole pipeline invariant to the input cell choice (tested).
+
+Size: the papers use 512 x 6 (DiffCSP, ~12 M parameters); the shipped CPU-trained model is smaller (see
+its card). Hooks for richer models: ``node_cond_dim`` adds per-atom conditions to the node embedding; a
+second node type (ChargeDIFF's charge probes on an 8^3 grid) would add its own embedding and message
+functions to :class:`CSPLayer`-style layers, with atom-probe edges from the 20 nearest probes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from diffase.data import fields as F
+from diffase.nn.conditioning import ConditionEmbedding, ConditionSpec, sinusoidal_embedding
+
+_TRIU = (torch.tensor([0, 0, 0, 1, 1, 2]), torch.tensor([0, 1, 2, 1, 2, 2]))
+
+
+@dataclass
+class JointDenoiserConfig:
+    """Hyper-parameters of :class:`JointDenoiser` (stored in every checkpoint)."""
+
+    num_elements: int  #: K real type tokens (the mask token is K)
+    hidden: int = 256
+    num_layers: int = 4
+    num_freqs: int = 10
+    time_dim: int = 128
+    node_cond_dim: int = 0
+    conditions: list = field(default_factory=list)  #: ConditionSpec dicts
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def condition_specs(self) -> list[ConditionSpec]:
+        return [c if isinstance(c, ConditionSpec) else ConditionSpec(**c) for c in self.conditions]
+
+
+def fully_connected_edges(num_atoms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """All ordered pairs (i, j) of atoms within each crystal, self-pairs included: two (sum n^2,) index tensors."""
+    device = num_atoms.device
+    ptr = torch.cumsum(num_atoms, 0) - num_atoms
+    n2 = num_atoms**2
+    graph = torch.repeat_interleave(torch.arange(num_atoms.shape[0], device=device), n2)
+    local = torch.arange(int(n2.sum()), device=device) - torch.repeat_interleave(torch.cumsum(n2, 0) - n2, n2)
+    n = num_atoms[graph]
+    return local // n + ptr[graph], local % n + ptr[graph]
+
+
+def _mean_over(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    total = torch.zeros(size, values.shape[-1], dtype=values.dtype, device=values.device).index_add_(0, index, values)
+    count = torch.zeros(size, dtype=values.dtype, device=values.device).index_add_(
+        0, index, torch.ones_like(index, dtype=values.dtype))
+    return total / count.clamp_min(1).unsqueeze(-1)
+
+
+class CSPLayer(nn.Module):
+    """One message-passing layer: ``h_i += MLP(h_i, mean_j phi(h_i, h_j, fourier(df_ij), L L^T))``.
+
+    The first linear map of the edge MLP is split into node-, edge- and graph-level parts, so the n^2
+    edges only see one (hidden x hidden) product.
+    """
+
+    def __init__(self, hidden: int, edge_dim: int, graph_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        self.msg_i = nn.Linear(hidden, hidden)
+        self.msg_j = nn.Linear(hidden, hidden, bias=False)
+        self.msg_edge = nn.Linear(edge_dim, hidden, bias=False)
+        self.msg_graph = nn.Linear(graph_dim, hidden, bias=False)
+        self.msg_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+        self.update = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, h, edge_i, edge_j, edge_feat, graph_feat, node_graph):
+        x = self.norm(h)
+        pre = (self.msg_i(x) + self.msg_graph(graph_feat)[node_graph])[edge_i] + self.msg_j(x)[edge_j]
+        msg = self.msg_out(pre + self.msg_edge(edge_feat))
+        return h + self.update(torch.cat([x, _mean_over(msg, edge_i, h.shape[0])], dim=-1))
+
+
+class JointDenoiser(nn.Module):
+    """CSPNet-style denoiser of (types, fractional coordinates, lattice); see the module docstring."""
+
+    def __init__(self, config: JointDenoiserConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.type_embedding = nn.Embedding(c.num_elements + 1, c.hidden)
+        self.time_mlp = nn.Sequential(nn.Linear(c.time_dim, c.hidden), nn.SiLU(), nn.Linear(c.hidden, c.hidden))
+        self.conditions = ConditionEmbedding(c.condition_specs, c.time_dim)
+        self.node_cond = nn.Linear(c.node_cond_dim, c.hidden) if c.node_cond_dim else None
+        self.layers = nn.ModuleList(CSPLayer(c.hidden, 6 * c.num_freqs, 6) for _ in range(c.num_layers))
+        self.out_norm = nn.LayerNorm(c.hidden)
+        self.type_head = nn.Linear(c.hidden, c.num_elements)
+        self.coord_head = nn.Linear(c.hidden, 3)
+        self.lattice_head = nn.Linear(c.hidden, 9)
+        self.register_buffer("freqs", 2 * math.pi * torch.arange(1, c.num_freqs + 1, dtype=torch.float32),
+                             persistent=False)
+
+    def forward(self, batch: dict) -> dict:
+        tokens, frac, cell = batch[F.TYPE_TOKENS], batch[F.FRAC_COORDS], batch[F.CELL]
+        graph, num_atoms = batch[F.BATCH], batch[F.NUM_ATOMS]
+        n_graph = num_atoms.shape[0]
+        temb = sinusoidal_embedding(batch[F.TIME].to(frac.dtype) * 1000.0, self.config.time_dim)
+        temb = temb + self.conditions(batch, n_graph, frac)
+        h = self.type_embedding(tokens) + self.time_mlp(temb)[graph]
+        if self.node_cond is not None:
+            h = h + self.node_cond(batch[F.NODE_COND].to(frac.dtype))
+
+        edge_i, edge_j = fully_connected_edges(num_atoms)
+        args = (frac[edge_j] - frac[edge_i]).unsqueeze(-1) * self.freqs.to(frac.dtype)  # (E, 3, k)
+        edge_feat = torch.cat([torch.sin(args), torch.cos(args)], dim=-1).reshape(edge_i.shape[0], -1)
+        gram = cell @ cell.transpose(-1, -2)
+        graph_feat = gram[:, _TRIU[0], _TRIU[1]] / 36.0
+        for layer in self.layers:
+            h = layer(h, edge_i, edge_j, edge_feat, graph_feat, graph)
+
+        h = self.out_norm(h)
+        pooled = _mean_over(h, graph, n_graph)
+        lattice = self.lattice_head(pooled).view(n_graph, 3, 3) @ cell
+        return {F.TYPE_TOKENS: self.type_head(h), F.FRAC_COORDS: self.coord_head(h), F.CELL: lattice}
