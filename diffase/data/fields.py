@@ -36,6 +36,14 @@ NODE_FIELDS = frozenset({ATOMIC_NUMBERS, POSITIONS, FRAC_COORDS, BATCH, KNOWN_MA
 GRAPH_FIELDS = frozenset({CELL, NUM_ATOMS, SIGMA, TIME})
 EDGE_FIELDS = frozenset({EDGE_INDEX, EDGE_CELL_SHIFT})
 
+# --- electronic-structure fields (diffase.data.electronic) -------------------------------------------
+SITE_DOS = "site_dos"  #: (n_atoms, n_energies) float, site DOS summed over spins, states/eV, on an E - E_F grid
+BADER_CHARGE = "bader_charge"  #: (n_atoms,) float, Bader charge, e (positive = electron loss; NaN = unknown)
+HIRSHFELD_CHARGE = "hirshfeld_charge"  #: (n_atoms,) float, Hirshfeld charge, e (positive = electron loss)
+CHARGE_DENSITY = "charge_density"  #: (n_crystals, N, N, N) float, valence density on the cell grid, e/Angstrom^3
+NODE_FIELDS = NODE_FIELDS | {SITE_DOS, BADER_CHARGE, HIRSHFELD_CHARGE}
+GRAPH_FIELDS = GRAPH_FIELDS | {CHARGE_DENSITY}
+
 
 def condition_key(name: str) -> str:
     """Batch key of the graph-level condition ``name`` (e.g. ``"band_gap"`` -> ``"cond:band_gap"``)."""
