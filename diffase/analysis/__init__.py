@@ -1,0 +1,1 @@
+"""Metrics on crystals: structure matching, validity, S.U.N., stability against a hull."""
