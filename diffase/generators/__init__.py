@@ -17,6 +17,7 @@ def load_model(name: str | os.PathLike = hub.DEFAULT_SCORE_MODEL, device: str | 
     :func:`diffase.runtime.configure_threads`). Raises :class:`~diffase.errors.CheckpointNotFoundError`
     naming every place it looked.
     """
+    from diffase.generators import joint
     from diffase.generators.score_model import CHECKPOINT_KIND, ScoreModel
 
     dev = resolve_device(device)
@@ -27,6 +28,8 @@ def load_model(name: str | os.PathLike = hub.DEFAULT_SCORE_MODEL, device: str | 
         ckpt = hub.read_checkpoint(name)
         if ckpt["kind"] == CHECKPOINT_KIND:
             return ScoreModel.from_checkpoint(ckpt, dev)
+        if ckpt["kind"] == joint.CHECKPOINT_KIND:
+            return joint.JointModel.from_checkpoint(ckpt, dev)
         raise ValueError(f"{ckpt['path']}: unknown checkpoint kind {ckpt['kind']!r}")
 
     return hub.cached(name, dev, build)

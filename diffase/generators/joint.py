@@ -186,7 +186,8 @@ class JointModel:
     # --- sampling -------------------------------------------------------------------------------------
     def _run(self, chunk, conditions, guidance_scale, processes, schedule, known_masks, template, n_corrector,
              generator, progress, desc) -> list[dict]:
-        batch = to_device(make_batch(chunk, conditions), self.device)
+        dtype = next(self.net.parameters()).dtype
+        batch = to_device(make_batch(chunk, conditions, dtype=dtype), self.device)
         score_fn = guided_score_fn(self.model_fn(processes), guidance_scale)
         order = [processes["types"], processes["coords"], processes["lattice"]]
         known = {key: (mask.to(self.device), batch[key].clone()) for key, mask in known_masks.items()}

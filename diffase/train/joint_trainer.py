@@ -148,11 +148,12 @@ def train_joint_model(
     dev = resolve_device(device)
     threads = configure_threads(num_threads) if dev.type == "cpu" else None
     train_records, train_ids = load_records(train_source, limit=limit_train)
-    val_records, val_ids = load_records(val_source)
-    if config.max_val:
-        val_records, val_ids = val_records[: config.max_val], val_ids[: config.max_val]
+    val_records, val_ids = load_records(val_source, limit=config.max_val)
     elements = sorted({int(z) for r in train_records for z in r[F.ATOMIC_NUMBERS]})
     val_keep = [i for i, r in enumerate(val_records) if set(r[F.ATOMIC_NUMBERS].tolist()) <= set(elements)]
+    if not val_keep:
+        raise ValueError(f"none of the {len(val_records)} validation crystals uses only the {len(elements)} "
+                         "training elements; use more training or validation crystals")
     val_records, val_ids = [val_records[i] for i in val_keep], [val_ids[i] for i in val_keep]
     counts = np.bincount([len(r[F.ATOMIC_NUMBERS]) for r in train_records]).tolist()
 
@@ -162,6 +163,7 @@ def train_joint_model(
     net_config = JointDenoiserConfig(**state["model_config"]) if state is not None else JointDenoiserConfig(
         num_elements=len(elements), conditions=[s.to_dict() for s in specs], **(model_config or {}))
     processes = default_processes(len(elements))
+    torch.manual_seed(config.seed)  # the initial weights of a fresh run
     net = JointDenoiser(net_config).to(dev)
     weights = (config.weight_types, config.weight_coords, config.weight_lattice)
 

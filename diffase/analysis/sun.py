@@ -1,0 +1,66 @@
+"""S.U.N. evaluation of generated crystals: validity, uniqueness, novelty, stability and their conjunctions.
+
+Every fraction is over all ``n`` generated samples (invalid samples included in the denominator):
+
+* ``validity``: SMACT (smact14) and structural validity (:mod:`diffase.analysis.validity`);
+* ``uniqueness``: first of its StructureMatcher class among the samples;
+* ``novelty``: matches nothing in the reference set (the training crystals); ``unique_novel``: both;
+* ``stability``: energy above hull <= ``stable_threshold`` eV/atom (0.1 by default, MatterGen's S.U.N.
+  criterion), measured only where needed, i.e. on the unique and novel samples, by the function passed as
+  ``e_above_hull`` (an MLIP hull from :mod:`diffase.analysis.stability`, or anything returning eV/atom);
+* ``sun`` = stable & unique & novel, ``vsun`` = valid & sun.
+
+Plus :func:`property_success_rate` for conditional generation (within 10% of the target).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from pymatgen.core import Structure
+
+from diffase.analysis.matching import novel_mask, unique_mask
+from diffase.analysis.validity import validity
+
+
+def property_success_rate(values: Sequence[float], target: float, rel_tol: float = 0.1) -> float:
+    """Fraction of ``values`` within ``rel_tol`` (relative) of ``target``; NaN values count as misses."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return float("nan")
+    return float(np.mean(np.abs(v - target) <= rel_tol * abs(target)))
+
+
+def sun_metrics(structures: Sequence[Structure | None], reference: Sequence[Structure], *,
+                e_above_hull: Callable[[list[Structure]], Sequence[float]] | None = None,
+                stable_threshold: float = 0.1) -> dict:
+    """Per-sample masks and fractions of validity, uniqueness, novelty, stability, S.U.N. and V.S.U.N.
+
+    ``structures``: generated crystals (None for a sample that could not be decoded, e.g. a mask left).
+    Without ``e_above_hull`` the stability entries are NaN/None and only V/U/N are reported.
+    Returns ``{"n": n, "fractions": {...}, "masks": {...}, "e_above_hull": array (NaN where not computed)}``.
+    """
+    n = len(structures)
+    if n == 0:
+        raise ValueError("no structures to evaluate")
+    val = validity(structures)
+    uniq = unique_mask(structures)
+    novel = novel_mask(structures, reference)
+    un = uniq & novel
+    e_hull = np.full(n, np.nan)
+    masks = {"composition_valid": val["composition"], "structure_valid": val["structure"], "valid": val["valid"],
+             "unique": uniq, "novel": novel, "unique_novel": un}
+    fractions = {k: float(v.mean()) for k, v in masks.items()}
+    if e_above_hull is not None:
+        idx = np.flatnonzero(un)
+        if idx.size:
+            e_hull[idx] = np.asarray(e_above_hull([structures[i] for i in idx]), dtype=float)
+        stable = e_hull <= stable_threshold
+        masks["sun"] = stable & un
+        masks["vsun"] = masks["sun"] & val["valid"]
+        fractions["stable_among_unique_novel"] = float(stable[idx].mean()) if idx.size else float("nan")
+        fractions["sun"] = float(masks["sun"].mean())
+        fractions["vsun"] = float(masks["vsun"].mean())
+    return {"n": n, "fractions": fractions, "masks": masks, "e_above_hull": e_hull,
+            "stable_threshold": stable_threshold}

@@ -1,0 +1,45 @@
+"""Validity of generated crystals: charge balance (SMACT) and structure sanity (distances, volume).
+
+* Composition validity: :func:`smact.screening.smact_validity` with the ``smact14`` oxidation-state set,
+  the Pauling electronegativity test and alloys (all-metal compositions) accepted, as in CDVAE/DiffCSP.
+* Structural validity: every interatomic distance (periodic images included) >= 0.5 Angstrom and the cell
+  volume >= 0.1 Angstrom^3 (CDVAE's criterion).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from pymatgen.core import Composition, Structure
+
+#: Smallest allowed interatomic distance of a valid structure, Angstrom (CDVAE).
+MIN_DISTANCE = 0.5
+
+
+def composition_valid(composition: Composition | str) -> bool:
+    """SMACT charge-balance and electronegativity validity with the ``smact14`` oxidation states."""
+    from smact.screening import smact_validity
+
+    comp = Composition(composition)
+    if len(comp.elements) == 1:
+        return True
+    return bool(smact_validity(comp, use_pauling_test=True, include_alloys=True, oxidation_states_set="smact14"))
+
+
+def structure_valid(structure: Structure, min_distance: float = MIN_DISTANCE, min_volume: float = 0.1) -> bool:
+    """True if no two atoms (or an atom and its own image) are closer than ``min_distance`` Angstrom and the
+    cell volume is at least ``min_volume`` Angstrom^3."""
+    if structure.volume < min_volume:
+        return False
+    dist = structure.distance_matrix + np.diag(np.full(len(structure), np.inf))
+    if len(structure) and dist.min() < min_distance:
+        return False
+    return min(structure.lattice.abc) >= min_distance  # an atom's own periodic image
+
+
+def validity(structures: Sequence[Structure | None]) -> dict[str, np.ndarray]:
+    """Per-sample boolean arrays ``composition``, ``structure`` and ``valid`` (both); None = invalid sample."""
+    comp = np.array([s is not None and composition_valid(s.composition) for s in structures], dtype=bool)
+    struct = np.array([s is not None and structure_valid(s) for s in structures], dtype=bool)
+    return {"composition": comp, "structure": struct, "valid": comp & struct}
