@@ -1,0 +1,104 @@
+"""Label many structures with GPAW: resumable, shardable over workers, logged, failures recorded and skipped.
+
+Output folder layout (the label format of :mod:`diffase.data.electronic.dataset`)::
+
+    OUT/<name>.npz                      one label per structure, written atomically when its calculation is done
+    OUT/index.csv                       rebuilt from the .npz files at the end of every run
+    OUT/logs/<name>.txt                 GPAW's own text log of each calculation
+    OUT/failures-<i>-of-<n>.jsonl       one JSON line per failed structure of shard i (name, formula, error, seconds)
+
+A structure whose ``.npz`` exists is skipped, so re-running the same command resumes; failed structures are tried
+again on the next run. Shard ``i`` of ``n`` takes every n-th structure starting at i (0-based), so ``n`` workers
+started with ``--shard 0/n`` ... ``--shard n-1/n`` on the same input and folder split the work without overlap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from diffase.data.electronic.dataset import write_index, write_label
+from diffase.data.io import read_structures
+from diffase.labeling.gpaw_runner import check_supported, label_from_raw, run_single_point
+from diffase.labeling.settings import LabelSettings
+
+log = logging.getLogger("diffase.label")
+
+
+@dataclass
+class LabelReport:
+    """What a :func:`label_structures` run did: names labelled, skipped (already done) and failed, wall seconds."""
+
+    labelled: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def file_stem(name: str) -> str:
+    """A file-system-safe stem for a structure name (anything but letters, digits, ``.-_`` becomes ``_``)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "structure"
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with 0 <= i < n."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not 0 <= int(match[1]) < int(match[2]):
+        raise ValueError(f"shard must be 'i/n' with 0 <= i < n (e.g. 0/4), got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def label_structures(
+    source,
+    out_dir: str | Path,
+    *,
+    settings: LabelSettings = LabelSettings(),
+    shard: tuple[int, int] = (0, 1),
+    limit: int | None = None,
+) -> LabelReport:
+    """Label the structures of ``source`` (anything :func:`~diffase.data.io.read_structures` reads) into ``out_dir``.
+
+    Never raises for one structure: an unsupported element, a GPAW error or a timeout is logged and written to the
+    shard's failures file, and the run goes on.
+    """
+    start = time.perf_counter()
+    index, count = shard
+    out_dir = Path(out_dir)
+    (out_dir / "logs").mkdir(parents=True, exist_ok=True)
+    failures = out_dir / f"failures-{index}-of-{count}.jsonl"
+    todo = read_structures(source, limit=limit)[index::count]
+    report = LabelReport()
+    log.info("shard %d/%d: %d structures -> %s (settings %s)", index, count, len(todo), out_dir, settings.as_dict())
+    for k, (name, structure) in enumerate(todo, start=1):
+        stem = file_stem(name)
+        target = out_dir / f"{stem}.npz"
+        if target.exists():
+            report.skipped.append(name)
+            continue
+        t0 = time.perf_counter()
+        try:
+            check_supported(structure, settings)
+            raw = run_single_point(structure, settings, log_path=out_dir / "logs" / f"{stem}.txt")
+            write_label(target, label_from_raw(name, structure, raw, settings))
+        except Exception as exc:  # noqa: BLE001 - one bad structure must not stop the run
+            seconds = time.perf_counter() - t0
+            report.failed.append(name)
+            with open(failures, "a") as fh:
+                fh.write(json.dumps({"name": name, "formula": structure.formula, "error": f"{type(exc).__name__}: {exc}",
+                                     "traceback": traceback.format_exc(limit=3), "seconds": round(seconds, 1)}) + "\n")
+            log.warning("[%d/%d] %s %s FAILED after %.0f s: %s", k, len(todo), name, structure.formula, seconds, exc)
+            continue
+        report.labelled.append(name)
+        log.info("[%d/%d] %s %s: %d atoms, k-mesh %s (%d irreducible), %.0f s", k, len(todo), name,
+                 structure.formula, len(structure), raw["kpts"].tolist(), int(raw["n_ibz_kpts"]),
+                 time.perf_counter() - t0)
+    write_index(out_dir)
+    report.seconds = time.perf_counter() - start
+    log.info("shard %d/%d done: %d labelled, %d already there, %d failed, %.0f s", index, count,
+             len(report.labelled), len(report.skipped), len(report.failed), report.seconds)
+    return report

@@ -1,0 +1,224 @@
+"""The GPAW labeller (diffase.labeling) and the label format + loader (diffase.data.electronic.dataset).
+
+Fast tests replace the GPAW worker by a synthetic raw result; the real GPAW run is in the slow set.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from pymatgen.core import Lattice, Structure
+
+from diffase.data import fields as F
+from diffase.data.electronic.dataset import (
+    FORMAT_VERSION,
+    ElectronicDataset,
+    collate_electronic,
+    label_structure,
+    read_label,
+    write_index,
+    write_label,
+)
+from diffase.errors import UnknownElementError
+from diffase.labeling import batch as batch_module
+from diffase.labeling.batch import file_stem, label_structures, parse_shard
+from diffase.labeling.gpaw_runner import check_supported, label_from_raw
+from diffase.labeling.settings import LabelSettings, gpaw_setup_dirs, kpoint_mesh, unsupported_elements
+
+
+def nacl() -> Structure:
+    return Structure(Lattice.from_parameters(4.02, 4.02, 4.02, 60, 60, 60), ["Na", "Cl"],
+                     [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def fake_raw(structure: Structure, settings: LabelSettings, **_) -> dict:
+    """What the GPAW worker returns, for a made-up ionic NaCl: Gaussian all-electron atoms, two levels per atom."""
+    shape = (24, 24, 24)
+    frac = np.stack(np.meshgrid(*(np.arange(n) / n for n in shape), indexing="ij"), axis=-1).reshape(-1, 3)
+    ae = np.zeros(len(frac))
+    for site, n_el, width in zip(structure, (10.0, 18.0), (0.3, 0.6)):
+        d = frac - site.frac_coords
+        d -= np.round(d)
+        r2 = np.sum((d @ structure.lattice.matrix) ** 2, axis=1)
+        ae += n_el * np.exp(-r2 / (2 * width**2)) / (2 * np.pi * width**2) ** 1.5
+    ae = ae.reshape(shape) * 28.0 / (ae.mean() * structure.volume)
+    return {
+        "energy": np.float64(-6.4), "efermi": np.float64(1.0), "gap": np.float64(5.0),
+        "pseudo_density": ae / 4.0, "ae_density": ae, "valence_electrons": np.array([7.0, 7.0]),
+        "level_energies": np.array([[-3.0, -1.0, 6.0, 8.0]]),
+        "level_weights": np.array([[[0.0, 0.1, 0.8, 0.1], [0.9, 0.9, 0.1, 0.0]]]),
+        "hirshfeld": np.array([0.3, -0.3]), "kpts": np.array([6, 6, 6]), "n_ibz_kpts": np.int64(16),
+        "nbands": np.int64(9), "scf_iterations": np.int64(10), "seconds": np.float64(1.0),
+        "gpaw_version": np.array("fake"),
+    }
+
+
+# --- settings ----------------------------------------------------------------------------------------------------
+
+
+def test_default_settings_reproduce_shared_labels(shared_data):
+    settings = LabelSettings()
+    assert (settings.xc, settings.mode, settings.basis, settings.h) == ("PBE", "lcao", "dzp", 0.2)
+    assert (settings.kpoint_density, settings.kpoint_cap, settings.smearing_width, settings.grid) == (15.0, 6, 0.1, 32)
+    # the k-point rule gives the meshes stored in the shared labels
+    for path in sorted((shared_data / "electronic").glob("mp-1*.npz"))[:10]:
+        label = read_label(path)
+        s = label_structure(label)
+        assert kpoint_mesh(s.lattice, 15.0, 6) == label["kpts"].tolist(), path.name
+
+
+def test_unsupported_elements_are_reported_up_front():
+    if not any(d.is_dir() for d in gpaw_setup_dirs()):
+        pytest.skip("no GPAW setups installed (apt-get install gpaw-data)")
+    settings = LabelSettings()
+    assert unsupported_elements({"Na", "Cl"}, settings) == []
+    assert unsupported_elements({"Na", "La", "Nd"}, settings) == ["La", "Nd"]
+    with pytest.raises(UnknownElementError, match="La"):
+        check_supported(Structure(Lattice.cubic(4), ["La", "N"], [[0, 0, 0], [0.5, 0.5, 0.5]]), settings)
+
+
+def test_parse_shard_and_file_stem():
+    assert parse_shard("2/4") == (2, 4)
+    for bad in ("4/4", "1", "-1/2", "a/b"):
+        with pytest.raises(ValueError):
+            parse_shard(bad)
+    assert file_stem("mp-1/x y") == "mp-1_x_y"
+
+
+# --- labelling, with the GPAW worker replaced ----------------------------------------------------------------------
+
+
+def test_label_from_raw_fields():
+    s = nacl()
+    label = label_from_raw("nacl", s, fake_raw(s, LabelSettings()), LabelSettings())
+    assert label["rho32"].shape == (32, 32, 32)
+    assert label["dos"].shape == (2, 512)
+    # Bader on the all-electron density: Na loses, Cl gains, neutral in total
+    assert label["bader"][0] > 0.3 and label["bader"][1] < -0.3
+    assert float(label["bader"].sum()) == pytest.approx(0.0, abs=1e-4)
+    # spin-paired: each level counts twice
+    grid = label["dos_grid"]
+    assert label["dos"][1].sum() * (grid[1] - grid[0]) == pytest.approx(2 * (0.9 + 0.9 + 0.1), rel=1e-3)
+
+
+def test_label_structures_resumes_shards_and_records_failures(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(structure, settings, **kw):
+        calls.append(structure.formula)
+        if structure.lattice.a > 4.5:
+            raise RuntimeError("SCF did not converge")
+        return fake_raw(structure, settings)
+
+    monkeypatch.setattr(batch_module, "run_single_point", fake_run)
+    def fake_check(structure, settings):  # as GPAW's setups would say, without needing them installed
+        if "La" in {el.symbol for el in structure.composition.elements}:
+            raise UnknownElementError("GPAW has no PBE setup for La")
+
+    monkeypatch.setattr(batch_module, "check_supported", fake_check)
+    good = nacl()
+    bad = good.copy()
+    bad.scale_lattice(good.volume * 2)
+    la = Structure(Lattice.cubic(4), ["La", "N"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    structures = [good, bad, la, good.copy()]
+
+    # two shards of two workers split the list without overlap
+    r0 = label_structures(structures, tmp_path, shard=(0, 2))
+    r1 = label_structures(structures, tmp_path, shard=(1, 2))
+    assert (r0.labelled, r1.labelled) == (["0"], ["3"])
+    assert sorted(r0.failed + r1.failed) == ["1", "2"]
+    assert len(calls) == 3  # La was refused before any DFT
+    failures = [json.loads(line) for p in tmp_path.glob("failures-*.jsonl") for line in p.read_text().splitlines()]
+    errors = {f["name"]: f["error"] for f in failures}
+    assert "SCF did not converge" in errors["1"] and "UnknownElementError" in errors["2"]
+
+    # resume: finished structures are skipped, failures retried
+    again = label_structures(structures, tmp_path)
+    assert sorted(again.skipped) == ["0", "3"] and sorted(again.failed) == ["1", "2"]
+    assert len(calls) == 4
+
+    rows = (tmp_path / "index.csv").read_text().splitlines()
+    assert rows[0].startswith("file,material_id") and len(rows) == 3
+    assert not list(tmp_path.glob("*.part*"))
+
+
+def test_cli_label_is_registered():
+    from diffase.cli import build_parser
+
+    args = build_parser().parse_args(["label", "x.csv", "--out", "o", "--shard", "1/3"])
+    assert args.func.__module__ == "diffase.commands.label" and args.shard == "1/3"
+
+
+# --- dataset format and loader -----------------------------------------------------------------------------------
+
+
+def test_reads_legacy_shared_labels_and_joins_structures(shared_data, tmp_path):
+    legacy = shared_data / "electronic" / "mp-1000.npz"  # BaTe, version 1
+    label = read_label(legacy)
+    raw = np.load(legacy)
+    assert label["format_version"] == 1
+    np.testing.assert_allclose(label["dos"], 2 * raw["dos"])  # v1 held one spin channel
+    assert np.isnan(label["bader"]).all()
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(legacy, folder / "mp-1000.npz")
+    s = nacl()
+    write_label(folder / "nacl.npz", label_from_raw("nacl", s, fake_raw(s, LabelSettings()), LabelSettings()))
+    write_index(folder)
+    data = ElectronicDataset(folder)
+    assert len(data) == 2
+    items = [data[i] for i in range(2)]
+    assert items[1]["name"] == "nacl" and read_label(folder / "nacl.npz")["format_version"] == FORMAT_VERSION
+    batch = collate_electronic(items)
+    assert batch[F.CHARGE_DENSITY].shape == (2, 32, 32, 32)
+    assert batch[F.SITE_DOS].shape == (4, 512)
+    assert batch[F.BADER_CHARGE].shape == (4,) and torch.isnan(batch[F.BADER_CHARGE][:2]).all()
+    assert batch[F.NUM_ATOMS].tolist() == [2, 2]
+
+
+def test_loader_on_whole_shared_label_folder(shared_data):
+    data = ElectronicDataset(shared_data / "electronic")
+    assert len(data) >= 79
+    item = data[0]
+    assert item[F.CHARGE_DENSITY].shape == (32, 32, 32)
+    assert item[F.SITE_DOS].shape == (len(item[F.ATOMIC_NUMBERS]), 512)
+
+
+def test_loader_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        ElectronicDataset(tmp_path / "nope")
+    with pytest.raises(ValueError, match="no label files"):
+        ElectronicDataset(tmp_path)
+
+
+# --- the real thing ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_gpaw_labeller_two_atom_cell_reproduces_shared_label(shared_data, tmp_path):
+    """BaTe (mp-1000, 2 atoms, 4x4x4 k): the labeller's defaults give the stored label (about 2-3 min)."""
+    from diffase.labeling.gpaw_runner import find_gpaw_python
+
+    try:
+        find_gpaw_python()
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    reference = read_label(shared_data / "electronic" / "mp-1000.npz")
+    structure = Structure.from_str(reference["cif"], fmt="cif")
+    report = label_structures([structure], tmp_path)
+    assert report.labelled == ["0"]
+    label = read_label(tmp_path / "0.npz")
+    for key in ("energy", "efermi", "gap"):
+        assert float(label[key]) == pytest.approx(float(reference[key]), abs=1e-4), key
+    np.testing.assert_allclose(label["hirshfeld"], reference["hirshfeld"], atol=1e-4)
+    np.testing.assert_allclose(label["rho32"], reference["rho32"], atol=1e-4)
+    # the v1 DOS was folded on 1024 points and interpolated; v2 smears straight onto the grid: within 2% of the peak
+    assert np.abs(label["dos"] - reference["dos"]).max() < 0.02 * reference["dos"].max()
+    assert label["bader"][0] > 0.5 and label["bader"][1] < -0.5  # Ba gives electrons to Te
+    assert float(label["bader"].sum()) == pytest.approx(0.0, abs=1e-3)
+    assert (tmp_path / "logs" / "0.txt").read_text().count("iter:") > 3
