@@ -26,7 +26,7 @@ def check_overlaps(atoms: Atoms, min_distance: float = MIN_DISTANCE, *, name: st
     if len(d) == 0:
         return
     k = int(np.argmin(d))
-    a, b = int(i[k]), int(j[k])
+    a, b = sorted((int(i[k]), int(j[k])))
     symbols = atoms.get_chemical_symbols()
     what = f"atom {a} ({symbols[a]}) and its own periodic image" if a == b else (
         f"atoms {a} ({symbols[a]}) and {b} ({symbols[b]})")

@@ -1,0 +1,53 @@
+"""Vacancy-hop NEB with CHGNet.
+
+The default test uses Li2O (antifluorite; Li moves by vacancy hops between neighbouring tetrahedral sites)
+in a 23-atom cell (primitive cell x 2 x 2 x 2, lengths 6.5 Angstrom, one Li vacancy) with 3 images, so it
+runs in well under a minute; the full protocol (every length >= 10 Angstrom, 7 images) is the slow test.
+"""
+
+import numpy as np
+import pytest
+from pymatgen.core import Structure
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+from diffase.simulate import neb_barrier, plot_neb, supercell_repeats, vacancy_hops
+
+pytest.importorskip("chgnet")
+
+
+@pytest.fixture(scope="module")
+def li2o_primitive(shared_data):
+    return SpacegroupAnalyzer(Structure.from_file(shared_data / "pmg" / "cif_Li2O.cif")).get_primitive_standard_structure()
+
+
+def test_vacancy_hops_are_distinct_and_sorted(shared_data, li2o_primitive):
+    hops = vacancy_hops(li2o_primitive, "Li", max_hop_length=4.0)
+    lengths = [h.length for h in hops]
+    assert lengths == sorted(lengths) and lengths[0] == pytest.approx(2.305, abs=0.01)
+    lfp = vacancy_hops(Structure.from_file(shared_data / "pmg" / "cif_LiFePO4.cif"), "Li")
+    assert lfp[0].length == pytest.approx(3.03, abs=0.02)  # the b-axis channel hop
+    assert supercell_repeats(lfp[0].symm_structure, 10.0) == (1, 2, 3)
+    with pytest.raises(ValueError, match="contains no Na"):
+        vacancy_hops(li2o_primitive, "Na")
+
+
+def test_li2o_vacancy_barrier_and_climbing_image(li2o_primitive, tmp_path):
+    hop = vacancy_hops(li2o_primitive, "Li", max_hop_length=2.5)[0]
+    result = neb_barrier(hop, n_images=3, min_length=6.0, fmax=0.1, steps=150)
+    assert result.supercell == (2, 2, 2) and result.n_atoms == 23
+    assert result.converged
+    assert 0.1 < result.barrier < 0.8  # eV; DFT and experiment put Li vacancy migration in Li2O at ~0.3-0.5 eV
+    assert result.climbing_index == int(np.argmax(result.energies))
+    assert result.energies[0] == 0.0 and abs(result.delta_energy) < 0.02  # symmetric hop
+    png = plot_neb(result, tmp_path / "neb.png")
+    assert png.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_lifepo4_full_protocol(shared_data):
+    """LiFePO4 b-channel hop: supercell >= 10 Angstrom (167 atoms), 7 images (tens of minutes on one CPU core)."""
+    hop = vacancy_hops(Structure.from_file(shared_data / "pmg" / "cif_LiFePO4.cif"), "Li")[0]
+    result = neb_barrier(hop)
+    assert result.n_atoms == 167 and len(result.energies) == 9
+    assert 0.1 < result.barrier < 0.7
+    assert result.climbing_index == int(np.argmax(result.energies))
