@@ -19,6 +19,10 @@ class InvalidStructureError(DiffaseError, ValueError):
     """A structure cannot be used as given (no periodic cell, degenerate lattice, overlapping atoms...)."""
 
 
+class HostTooDenseError(DiffaseError, ValueError):
+    """A host has no room for the requested guests at sensible interatomic distances."""
+
+
 class CheckpointNotFoundError(DiffaseError, FileNotFoundError):
     """A named model or checkpoint path was not found in any of the places diffase looks."""
 

@@ -76,7 +76,7 @@ def test_sampling_refuses_elements_the_model_never_saw(shared_data, tmp_path):
     rec = structure_to_record(rocksalt())
     rec[F.ATOMIC_NUMBERS][0] = unseen
     with pytest.raises(UnknownElementError, match="never saw"):
-        next(model.sample_positions([rec], num_levels=3))
+        next(iter(model.sample_positions([rec], num_levels=3)))
 
 
 def test_cli_train_and_models(shared_data, tmp_path, capsys, monkeypatch):

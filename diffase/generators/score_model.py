@@ -24,6 +24,11 @@ from diffase.runtime import make_generator, resolve_device
 CHECKPOINT_KIND = "diffase-score-v1"
 
 
+def batch_seed(seed: int, index: int) -> int:
+    """Independent 63-bit seed for batch ``index`` of a run seeded with ``seed``."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
 def make_checkpoint(net: ScoreNet, process: VEProcess, elements: Sequence[int] | None, **extra) -> dict:
     """Checkpoint dict of a score network: weights, architecture, process, elements, plus ``extra`` entries."""
     return {
@@ -92,15 +97,18 @@ class ScoreModel:
         num_levels: int | None = None,
         start_level: int | None = None,
         seed: int | None = None,
+        skip_batches: Sequence[int] = (),
         progress: bool = False,
-    ) -> Iterator[list[dict]]:
+    ) -> Iterator[tuple[int, list[dict]]]:
         """Generate atomic positions for crystals of given cell and species, batch by batch.
 
         Each record holds ``atomic_numbers``, ``cell`` and ``pos``; atoms with ``known_mask`` True keep
         their ``pos`` (inpainting: noised along the way and exactly restored at the end), the others are
         generated. ``n_resample > 1`` turns on RePaint resampling. ``start_level`` starts from the given
         positions noised to that level instead of from the prior (denoising / template sampling).
-        Yields one list of records per batch, so callers can stream results to disk.
+        Yields ``(batch index, records)`` per batch of ``batch_size`` crystals, so callers can stream results
+        to disk. Batch ``b`` draws from its own generator seeded by ``(seed, b)``: the same seed gives the
+        same crystals batch by batch, so a resumed run may skip finished batches (``skip_batches``).
         """
         check_elements(list(records), set(self.elements) if self.elements else None)
         process = self.process if num_levels is None else VEProcess(self.process.sigma_min, self.process.sigma_max, num_levels)
@@ -109,9 +117,11 @@ class ScoreModel:
             if not 0 <= start_level < process.num_levels:
                 raise ValueError(f"start_level must be in [0, {process.num_levels - 1}], got {start_level}")
             schedule = list(range(start_level, -2, -1))
-        generator = make_generator(seed, self.device)
         score_fn = self.score_fn(process)
-        for lo in range(0, len(records), batch_size):
+        for index, lo in enumerate(range(0, len(records), batch_size)):
+            if index in skip_batches:
+                continue
+            generator = make_generator(None if seed is None else batch_seed(seed, index), self.device)
             chunk = records[lo : lo + batch_size]
             batch = to_device(collate(chunk), self.device)
             given = batch[F.POSITIONS].clone()
@@ -132,4 +142,4 @@ class ScoreModel:
                     mask = np.asarray(src[F.KNOWN_MASK], dtype=bool)
                     rec[F.KNOWN_MASK] = mask
                     rec[F.POSITIONS][mask] = np.asarray(src[F.POSITIONS], dtype=np.float64)[mask]
-            yield results
+            yield index, results

@@ -1,0 +1,174 @@
+"""Guest inpainting: exact hosts, RePaint schedule, the one-to-many transformation contract, bad input."""
+
+import pytest
+import torch
+from monty.json import MontyDecoder
+from pymatgen.alchemy.materials import TransformedStructure
+from pymatgen.alchemy.transmuters import StandardTransmuter
+from pymatgen.core import Lattice, Structure
+from pymatgen.transformations.standard_transformations import SupercellTransformation
+
+from diffase.diffusion.schedules import repaint_schedule
+from diffase.errors import DisorderedStructureError, HostTooDenseError, SamplingError, UnknownElementError
+from diffase.generators.inpainting import InpaintingSettings, inpaint_guests, prepare_hosts
+from diffase.generators.score_model import ScoreModel
+from diffase.diffusion.ve import VEProcess
+from diffase.transformations import InpaintIntercalantTransformation, inpaint_atoms
+from tests.helpers import tiny_net
+
+FAST = dict(num_levels=8, n_resample=2, jump_length=2, n_corrector=1)
+
+
+def listing_1(t_total, jump_length, n_resample):
+    """RePaint's get_schedule_jump (Lugmayr et al. 2022), the inpainting paper's Listing 1, transcribed."""
+    jumps = {}
+    for j in range(0, t_total - jump_length, jump_length):
+        jumps[j] = n_resample - 1
+    t, ts = t_total, []
+    while t >= 1:
+        t = t - 1
+        ts.append(t)
+        if jumps.get(t, 0) > 0:
+            jumps[t] = jumps[t] - 1
+            for _ in range(jump_length):
+                t = t + 1
+                ts.append(t)
+    ts.append(-1)
+    return ts
+
+
+@pytest.mark.parametrize("t_total,jump,r", [(10, 2, 2), (12, 3, 3), (20, 10, 3), (25, 5, 1), (200, 10, 3)])
+def test_repaint_schedule_equals_listing_1(t_total, jump, r):
+    assert repaint_schedule(t_total, jump, r) == listing_1(t_total, jump, r)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_path(tmp_path_factory):
+    model = ScoreModel(tiny_net(), VEProcess(num_levels=8), elements=list(range(1, 95)), device="cpu")
+    path = tmp_path_factory.mktemp("models") / "tiny-score.pt"
+    torch.save(model.to_checkpoint(), path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def host():
+    """Rock-salt MgO with the Mg removed: an fcc O host with room for guests."""
+    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.4), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    s.remove_species(["Mg"])
+    return s
+
+
+def test_host_atoms_end_exactly_where_given(host, tiny_model_path):
+    shifted = host.copy()
+    shifted.translate_sites([0], [-0.2, 1.3, 0.1])  # a host site outside [0, 1) stays as given, bit for bit
+    hosts, guests = prepare_hosts(shifted, "Mg", count=2)
+    batches = list(inpaint_guests(hosts, guests, n_samples=3, model=tiny_model_path,
+                                  settings=InpaintingSettings(**FAST, batch_size=2), device="cpu"))
+    assert [len(b) for b in batches] == [2, 1]
+    for cand in (c for b in batches for c in b):
+        s = cand.structure
+        assert len(s) == len(shifted) + 2 and s.composition["Mg"] == 2
+        for i, site in enumerate(shifted):
+            assert (s[i].frac_coords == site.frac_coords).all() and s[i].species == site.species
+        assert ((s.frac_coords[cand.guest_indices] >= 0) & (s.frac_coords[cand.guest_indices] < 1)).all()
+
+
+def test_batches_are_seeded_independently(host, tiny_model_path):
+    hosts, guests = prepare_hosts(host, "Mg", count=1)
+    run = dict(n_samples=4, model=tiny_model_path, settings=InpaintingSettings(**FAST, batch_size=2), device="cpu",
+               seed=3)
+    full = [c.structure for b in inpaint_guests(hosts, guests, **run) for c in b]
+    resumed = [c.structure for b in inpaint_guests(hosts, guests, skip_batches=[0], **run) for c in b]
+    assert resumed == full[2:]
+
+
+@pytest.fixture(scope="module")
+def transformation(tiny_model_path):
+    return InpaintIntercalantTransformation("Mg", count=2, n_samples=4, model=tiny_model_path, relax=False,
+                                            device="cpu", deduplicate=False, **FAST)
+
+
+def test_one_to_many_contract(host, transformation):
+    assert transformation.is_one_to_many and transformation.inverse is None
+    best = transformation.apply_transformation(host)
+    assert isinstance(best, Structure) and best.composition["Mg"] == 2
+    top2 = transformation.apply_transformation(host, return_ranked_list=2)
+    every = transformation.apply_transformation(host, return_ranked_list=True)
+    assert len(top2) == 2 and 2 <= len(every) <= 4
+    energies = [r["energy_per_atom"] for r in every]
+    assert energies == sorted(energies) and top2[0]["structure"] == best
+    for key in ("structure", "energy_per_atom", "fmax_before_relax", "sample_index", "method"):
+        assert key in top2[0]
+
+
+def test_as_dict_round_trip(transformation):
+    d = transformation.as_dict()
+    back = MontyDecoder().process_decoded(d)
+    assert isinstance(back, InpaintIntercalantTransformation) and back.as_dict() == d
+    multi = InpaintIntercalantTransformation({"Li": 1, "Na": 2}, method="hybrid")
+    assert InpaintIntercalantTransformation.from_dict(multi.as_dict()).guest == {"Li": 1, "Na": 2}
+
+
+def test_works_in_a_transmuter_chain(host, transformation):
+    transmuter = StandardTransmuter([TransformedStructure(host, [])], [SupercellTransformation([[1, 0, 0], [0, 1, 0], [0, 0, 1]])])
+    transmuter.append_transformation(transformation, extend_collection=3)
+    n_valid = len(transformation.apply_transformation(host, return_ranked_list=True))  # same seed, same samples
+    assert len(transmuter) == min(3, n_valid) >= 2
+    assert all(ts.final_structure.composition["Mg"] == 2 for ts in transmuter)
+    history = transmuter[0].history[-1]
+    assert history["@class"] == "InpaintIntercalantTransformation" and "energy_per_atom" in history["output_parameters"]
+    TransformedStructure.from_dict(transmuter[0].as_dict())  # serialisable with its outputs
+
+
+def test_ase_front_end(host, tiny_model_path):
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    out = inpaint_atoms(AseAtomsAdaptor.get_atoms(host), "Mg", 1, n_best=2, n_samples=2, model=tiny_model_path,
+                        relax=False, device="cpu", deduplicate=False, **FAST)
+    assert len(out) == 2 and "energy_per_atom" in out[0].info and out[0].get_chemical_symbols().count("Mg") == 1
+
+
+@pytest.mark.parametrize("count", [0, -2])
+def test_guest_count_must_be_positive(host, count):
+    with pytest.raises(ValueError, match="positive integer"):
+        prepare_hosts(host, "Mg", count=count)
+
+
+def test_unknown_species(host, tiny_model_path):
+    with pytest.raises(UnknownElementError, match="not a chemical element"):
+        prepare_hosts(host, "Xx", count=1)
+    limited = ScoreModel(tiny_net(), VEProcess(num_levels=4), elements=[8, 12], device="cpu")
+    hosts, guests = prepare_hosts(host, "Zn", count=1)
+    with pytest.raises(UnknownElementError, match="never saw"):
+        next(inpaint_guests(hosts, guests, model=limited, device="cpu"))
+
+
+def test_disordered_host(host):
+    bad = host.copy()
+    bad.replace(0, {"O": 0.5, "F": 0.5})
+    with pytest.raises(DisorderedStructureError):
+        prepare_hosts(bad, "Li", count=1)
+
+
+def test_host_too_dense_names_the_room_and_the_fix(host):
+    with pytest.raises(HostTooDenseError, match="room for at most .* supercell"):
+        prepare_hosts(host, "Mg", count=40)
+
+
+def test_nan_during_sampling_is_a_clear_error(host):
+    class NaNNet(torch.nn.Module):
+        def forward(self, batch):
+            return torch.full_like(batch["pos"], float("nan"))
+
+    broken = ScoreModel(tiny_net(), VEProcess(num_levels=4), device="cpu")
+    broken.net = NaNNet()
+    hosts, guests = prepare_hosts(host, "Mg", count=1)
+    with pytest.raises(SamplingError, match="NaN"):
+        next(inpaint_guests(hosts, guests, model=broken, device="cpu", settings=InpaintingSettings(num_levels=4, n_resample=1)))
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="method"):
+        InpaintIntercalantTransformation("Li", count=1, method="magic")
+    with pytest.raises(ValueError, match="jump_length"):
+        InpaintingSettings(num_levels=5, jump_length=10, n_resample=2)
