@@ -24,8 +24,8 @@ from pathlib import Path
 
 from diffase.data.electronic.dataset import write_index, write_label
 from diffase.data.io import read_structures
-from diffase.labeling.gpaw_runner import check_supported, label_from_raw, run_single_point
-from diffase.labeling.settings import LabelSettings
+from diffase.labeling.gpaw_runner import label_from_raw, run_single_point
+from diffase.labeling.settings import LabelSettings, unsupported_elements
 
 log = logging.getLogger("diffase.label")
 
@@ -63,40 +63,52 @@ def label_structures(
 ) -> LabelReport:
     """Label the structures of ``source`` (anything :func:`~diffase.data.io.read_structures` reads) into ``out_dir``.
 
-    Never raises for one structure: an unsupported element, a GPAW error or a timeout is logged and written to the
-    shard's failures file, and the run goes on.
+    Structures with elements GPAW cannot treat are found before any calculation starts. Never raises for one
+    structure: an unsupported element, a GPAW error or a timeout is logged and written to the shard's failures
+    file, and the run goes on.
     """
     start = time.perf_counter()
     index, count = shard
     out_dir = Path(out_dir)
     (out_dir / "logs").mkdir(parents=True, exist_ok=True)
     failures = out_dir / f"failures-{index}-of-{count}.jsonl"
-    todo = read_structures(source, limit=limit)[index::count]
     report = LabelReport()
-    log.info("shard %d/%d: %d structures -> %s (settings %s)", index, count, len(todo), out_dir, settings.as_dict())
+
+    def record_failure(name: str, structure, error: str, seconds: float, trace: str = "") -> None:
+        report.failed.append(name)
+        with open(failures, "a") as fh:
+            fh.write(json.dumps({"name": name, "formula": structure.formula, "error": error, "traceback": trace,
+                                 "seconds": round(seconds, 1)}) + "\n")
+
+    todo, unsupported = [], set()
+    for name, structure in read_structures(source, limit=limit)[index::count]:
+        if (out_dir / f"{file_stem(name)}.npz").exists():
+            report.skipped.append(name)
+        elif missing := unsupported_elements({el.symbol for el in structure.composition.elements}, settings):
+            unsupported.update(missing)
+            record_failure(name, structure, f"unsupported elements (no GPAW setup/basis): {', '.join(missing)}", 0.0)
+        else:
+            todo.append((name, structure))
+    log.info("shard %d/%d -> %s: %d to label, %d already done, %d with unsupported elements (%s); settings %s",
+             index, count, out_dir, len(todo), len(report.skipped), len(report.failed),
+             ", ".join(sorted(unsupported)) or "none",
+             settings.as_dict())
     for k, (name, structure) in enumerate(todo, start=1):
         stem = file_stem(name)
-        target = out_dir / f"{stem}.npz"
-        if target.exists():
-            report.skipped.append(name)
-            continue
         t0 = time.perf_counter()
         try:
-            check_supported(structure, settings)
             raw = run_single_point(structure, settings, log_path=out_dir / "logs" / f"{stem}.txt")
-            write_label(target, label_from_raw(name, structure, raw, settings))
+            write_label(out_dir / f"{stem}.npz", label_from_raw(name, structure, raw, settings))
         except Exception as exc:  # noqa: BLE001 - one bad structure must not stop the run
             seconds = time.perf_counter() - t0
-            report.failed.append(name)
-            with open(failures, "a") as fh:
-                fh.write(json.dumps({"name": name, "formula": structure.formula, "error": f"{type(exc).__name__}: {exc}",
-                                     "traceback": traceback.format_exc(limit=3), "seconds": round(seconds, 1)}) + "\n")
+            record_failure(name, structure, f"{type(exc).__name__}: {exc}", seconds, traceback.format_exc(limit=3))
             log.warning("[%d/%d] %s %s FAILED after %.0f s: %s", k, len(todo), name, structure.formula, seconds, exc)
             continue
         report.labelled.append(name)
-        log.info("[%d/%d] %s %s: %d atoms, k-mesh %s (%d irreducible), %.0f s", k, len(todo), name,
-                 structure.formula, len(structure), raw["kpts"].tolist(), int(raw["n_ibz_kpts"]),
-                 time.perf_counter() - t0)
+        per_structure = (time.perf_counter() - start) / k
+        log.info("[%d/%d] %s %s: %d atoms, k-mesh %s (%d irreducible), %.0f s; about %.0f min left", k, len(todo),
+                 name, structure.formula, len(structure), raw["kpts"].tolist(), int(raw["n_ibz_kpts"]),
+                 time.perf_counter() - t0, per_structure * (len(todo) - k) / 60)
     write_index(out_dir)
     report.seconds = time.perf_counter() - start
     log.info("shard %d/%d done: %d labelled, %d already there, %d failed, %.0f s", index, count,

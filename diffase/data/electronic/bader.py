@@ -4,21 +4,26 @@ Why written here: the Henkelman group's ``bader`` is a Fortran program (not on P
 ``pybader`` (last release 2020) is unmaintained; BaderKit (numba) pins ``pymatgen<=2025.10.7`` and would
 downgrade diffase's pymatgen. This module needs only numpy.
 
-Algorithm (the on-grid method of Henkelman, Arnaldsson & Jonsson, Comput. Mater. Sci. 36, 354 (2006)), written as
-whole-array operations instead of a loop over points:
+Two algorithms, both written as whole-array operations instead of a loop over grid points:
 
-1. every grid point points to the one of its 26 periodic neighbours with the steepest ascent
-   ``(rho_nb - rho) / |r_nb - r|`` (Cartesian distances, so skewed cells are handled), or to itself at a maximum;
-2. pointer jumping (``target = target[target]`` until nothing changes, ~log2(path length) passes) sends every point
-   to the density maximum its ascent path ends at;
-3. each maximum is given to the nearest atom (periodic minimum image), and each atom's basin integrates a density.
+- ``"on-grid"`` (Henkelman, Arnaldsson & Jonsson, Comput. Mater. Sci. 36, 354 (2006)): every point points to the
+  one of its 26 periodic neighbours with the steepest ascent ``(rho_nb - rho) / |r_nb - r|`` (Cartesian distances,
+  so skewed cells are handled), or to itself at a maximum; pointer jumping (``target = target[target]`` until
+  nothing changes, ~log2(path length) passes) sends every point to the maximum its path ends at. Ascent is limited
+  to 26 directions, which biases basin surfaces along grid directions.
+- ``"near-grid"`` (default; Tang, Sanville & Henkelman, J. Phys.: Condens. Matter 21, 084204 (2009)): every point
+  walks up the true gradient (central differences, converted to a Cartesian direction), stepping to the nearest grid
+  point and carrying the rounding remainder as a correction vector, with an on-grid step whenever that would not
+  ascend. All walkers move together, one step per pass, until each sits on a maximum; since every path is followed
+  to its end, the paper's boundary-refinement pass is not needed.
+
+Each maximum is then given to the nearest atom (periodic minimum image) and each atom's basin integrates a density.
 
 Basins must come from the total (core + valence) density, which has a maximum at every nucleus: a valence-only
 density of a PAW/pseudopotential code often has none at a cation (Na with one valence electron in NaCl gets no
 basin at all). For VASP that is AECCAR0 + AECCAR2 (:func:`~diffase.data.electronic.density.read_total_density`),
 with electrons counted either from the same grid or, as the Henkelman group recommends, from the valence CHGCAR
 (``integrated_density``); for GPAW it is the all-electron density, which GPAW normalises to integrate to sum Z.
-The on-grid method carries a lattice bias (ascent restricted to 26 directions) that falls as the grid is refined.
 """
 
 from __future__ import annotations
@@ -75,18 +80,53 @@ def follow_to_maxima(target: np.ndarray) -> np.ndarray:
         target = jumped
 
 
+def near_grid_ends(rho: np.ndarray, lattice: np.ndarray, on_grid: np.ndarray) -> np.ndarray:
+    """Flat index of the maximum that each point's near-grid ascent reaches (see the module docstring).
+
+    ``on_grid`` is :func:`ascent_targets` of the same grid: it marks maxima and gives the fallback step.
+    """
+    shape = np.array(rho.shape)
+    flat = rho.ravel()
+    # density gradient in grid-index units by periodic central differences, then the index step along the
+    # Cartesian gradient: r = i @ M with M rows a_k / n_k, so grad_r = M^-1 grad_i and di = grad_r @ M^-1
+    grad_index = np.stack([(np.roll(rho, -1, axis=k) - np.roll(rho, 1, axis=k)).ravel() / 2 for k in range(3)], axis=1)
+    m_inv = np.linalg.inv(np.asarray(lattice, dtype=np.float64) / shape[:, None])
+    direction = (grad_index @ m_inv.T) @ m_inv
+    size = np.abs(direction).max(axis=1, keepdims=True)
+    step_field = np.divide(direction, size, out=np.zeros_like(direction), where=size > 0)
+
+    current = np.arange(rho.size, dtype=np.int64)
+    correction = np.zeros((rho.size, 3))
+    active = np.flatnonzero(on_grid != current)
+    while active.size:
+        here = current[active]
+        position = np.stack(np.unravel_index(here, rho.shape), axis=1)
+        wanted = correction[active] + step_field[here]
+        jump = np.rint(wanted).astype(np.int64)
+        proposal = np.ravel_multi_index(tuple(((position + jump) % shape).T), rho.shape)
+        ascends = flat[proposal] > flat[here]
+        current[active] = np.where(ascends, proposal, on_grid[here])
+        correction[active] = np.where(ascends[:, None], wanted - jump, 0.0)
+        active = active[on_grid[current[active]] != current[active]]
+    return current
+
+
 def bader_partition(
     reference_density: np.ndarray,
     lattice: np.ndarray,
     frac_coords: np.ndarray,
     *,
     integrated_density: np.ndarray | None = None,
+    method: str = "near-grid",
 ) -> BaderResult:
     """Split the cell into Bader basins of ``reference_density`` and count electrons of ``integrated_density`` in them.
 
     Both densities are (n1, n2, n3) in e/Angstrom^3 on the same grid (``integrated_density`` defaults to the
-    reference); ``lattice`` (3, 3) Angstrom rows; ``frac_coords`` (n_atoms, 3) atom positions.
+    reference); ``lattice`` (3, 3) Angstrom rows; ``frac_coords`` (n_atoms, 3) atom positions; ``method``
+    ``"near-grid"`` or ``"on-grid"``.
     """
+    if method not in ("near-grid", "on-grid"):
+        raise ValueError(f"method must be 'near-grid' or 'on-grid', got {method!r}")
     rho = np.asarray(reference_density, dtype=np.float64)
     if rho.ndim != 3:
         raise ValueError(f"a density grid has 3 axes, got shape {rho.shape}")
@@ -96,7 +136,8 @@ def bader_partition(
     frac_coords = np.atleast_2d(np.asarray(frac_coords, dtype=np.float64))
     lat = Lattice(lattice)
 
-    end = follow_to_maxima(ascent_targets(rho, lat.matrix))
+    on_grid = ascent_targets(rho, lat.matrix)
+    end = follow_to_maxima(on_grid) if method == "on-grid" else near_grid_ends(rho, lat.matrix, on_grid)
     maxima, basin_of_point = np.unique(end, return_inverse=True)
     max_frac = np.stack(np.unravel_index(maxima, rho.shape), axis=1) / np.array(rho.shape)
     atom_of_maximum = np.argmin(lat.get_all_distances(max_frac, frac_coords), axis=1)

@@ -55,7 +55,7 @@ def read_density(path: str | Path) -> Chgcar:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such charge density file: {path}")
-    if path.name.lower().endswith((".cube", ".cube.gz")):
+    if path.name.lower().endswith(".cube"):
         return read_cube(path)
     return Chgcar.from_file(str(path))
 
@@ -104,7 +104,10 @@ def regrid(
     ``smear`` > 0 (Angstrom; needs ``lattice``, (3, 3) Angstrom) first applies :func:`gaussian_smear`, which removes
     most of that ringing at the price of blurred peaks.
     """
-    from pyrho.utils import interpolate_fourier
+    try:
+        from pyrho.utils import interpolate_fourier
+    except ImportError as exc:
+        raise ImportError("regridding needs mp-pyrho: pip install mp-pyrho (or diffase[electronic])") from exc
 
     shape = (shape,) * 3 if isinstance(shape, int) else tuple(int(n) for n in shape)
     rho = np.asarray(rho, dtype=np.float64)

@@ -42,7 +42,7 @@ DOSMATGEN_WINDOW = DosWindow(-10.0, 10.0, 512)
 JOINT_DESCRIPTOR_WINDOW = DosWindow(-15.0, 5.0, 512)
 
 #: Default Gaussian standard deviation, eV. GPAW's ``width=0.1`` (exp(-(x/w)^2)) is this sigma: 0.1 / sqrt(2).
-DEFAULT_SIGMA = 0.1 / np.sqrt(2.0)
+DEFAULT_SIGMA = float(0.1 / np.sqrt(2.0))
 
 
 def smear_levels(
