@@ -200,6 +200,8 @@ def load_mlip(name: str = "chgnet", device: str = "auto", *, checkpoint: str | o
             f"unknown calculator {name!r}; valid names are {', '.join(map(repr, CALCULATOR_NAMES))}, "
             "or pass an ASE Calculator instance"
         )
+    if checkpoint is not None and key_name != "mattersim":
+        raise ValueError(f"checkpoint= applies to 'mattersim' only; {key_name!r} ships its own weights")
     dev = resolve_device(device)
     if dev.type == "cpu":
         configure_threads(num_threads)

@@ -68,3 +68,16 @@ def test_overlapping_atoms_are_named(shared_data):
     atoms.positions[5] = atoms.positions[9] + [0.1, 0.0, 0.0]
     with pytest.raises(InvalidStructureError, match=r"atoms 5 \(\w+\) and 9 \(\w+\) are 0.100 Angstrom apart"):
         relax(atoms)
+
+
+def test_relax_command(shared_data, tmp_path, capsys):
+    from diffase.cli import main
+
+    out = tmp_path / "relaxed.extxyz"
+    assert main(["relax", str(shared_data / "pmg" / CELLS["Li2O"]), "--out", str(out), "--fixed-cell",
+                 "--optimizer", "BFGS", "--threads", "1"]) == 0
+    [frame] = read(out, index=":")
+    assert frame.info["name"] == "cif_Li2O" and frame.info["converged"]
+    assert "wrote 1 relaxed crystals" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="applies to 'mattersim' only"):
+        main(["relax", str(shared_data / "pmg" / CELLS["Li2O"]), "--out", str(out), "--checkpoint", "x.pth"])

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,17 +136,23 @@ def relax(structure: StructureLike, calculator: str | Calculator | MLIP = "chgne
 
 
 def relax_many(structures: Sequence[StructureLike], calculator: str | Calculator | MLIP = "chgnet", *,
-               out: str | Path | None = None, device: str = "auto", **relax_kw) -> list[RelaxResult]:
+               out: str | Path | None = None, names: Sequence[str] | None = None,
+               on_result: Callable[[str, RelaxResult], None] | None = None, device: str = "auto",
+               **relax_kw) -> list[RelaxResult]:
     """Relax each structure in turn with one shared model (``relax_kw`` as in :func:`relax`).
 
-    ``out``: an extxyz file to which each relaxed structure is appended as soon as it is done, with the
-    :meth:`RelaxResult.info` scalars in its header, so an interrupted run keeps what it finished.
+    out: an extxyz file to which each relaxed structure is appended as soon as it is done, with its name and
+    the :meth:`RelaxResult.info` scalars in its header, so an interrupted run keeps what it finished.
+    names: one per structure (default: the index). on_result: called with (name, result) after each one.
     """
     potential = resolve_potential(calculator, device)
+    names = [str(n) for n in names] if names is not None else [str(i) for i in range(len(structures))]
     results = []
-    for s in structures:
+    for name, s in zip(names, structures, strict=True):
         result = relax(s, potential, device=device, **relax_kw)
         if out is not None:
-            append_extxyz(out, [result.structure], [result.info()])
+            append_extxyz(out, [result.structure], [{"name": name, **result.info()}])
+        if on_result is not None:
+            on_result(name, result)
         results.append(result)
     return results
