@@ -100,7 +100,7 @@ class CHGNetPotential(MLIP):
             return []
         structures = [AseAtomsAdaptor.get_structure(a) for a in atoms]
         preds = self.model.predict_structure(structures, task="efs" if stress else "ef", batch_size=batch_size)
-        preds = [preds] if isinstance(preds, dict) else preds
+        preds = [preds] if isinstance(preds, dict) else preds  # one structure comes back as a bare dict
         out = []
         for s, p in zip(structures, preds):
             rec = {"energy": float(p["e"]) * len(s), "forces": np.asarray(p["f"], dtype=np.float64)}

@@ -91,7 +91,7 @@ def mlip_entries(structures: Sequence[StructureLike], calculator: str | Calculat
         pairs = [(r.structure, r.final_energy) for r in results]
     else:
         pairs = [(s, p.energy) for s, p in zip(structures, single_points(structures, potential))]
-    return [mlip_entry(s, e, entry_id=i, potential=name) for (s, e), i in zip(pairs, ids)]
+    return [mlip_entry(s, e, entry_id=i, potential=name) for (s, e), i in zip(pairs, ids, strict=True)]
 
 
 def load_elemental_references(path: str | Path, elements: Iterable[str] | None = None) -> list[ComputedEntry]:

@@ -50,7 +50,7 @@ def site_density(md: MDResult, species: str = "Li", *, interval: float = 0.5) ->
         raise ValueError(f"the MD cell {md.structure.composition.reduced_formula} contains no {species}")
     structure = md.structure.copy()
     structure.remove_oxidation_states()
-    pda = ProbabilityDensityAnalysis(structure, md.frac_positions.copy(), interval=interval, species=[species])
+    pda = ProbabilityDensityAnalysis(structure, md.frac_positions, interval=interval, species=[species])
     n_ions = sum(site.specie.symbol == species for site in structure)
     visits = np.rint(pda.Pr * len(md.frac_positions) * n_ions * structure.volume / pda.Pr.size).astype(int)
     return SiteDensity(structure, species, interval, np.asarray(pda.Pr), visits)
