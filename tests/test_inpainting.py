@@ -172,3 +172,34 @@ def test_bad_settings_are_refused():
         InpaintIntercalantTransformation("Li", count=1, method="magic")
     with pytest.raises(ValueError, match="jump_length"):
         InpaintingSettings(num_levels=5, jump_length=10, n_resample=2)
+
+
+def test_cli_streams_ranks_and_resumes(host, tiny_model_path, tmp_path, capsys):
+    from diffase.cli import main
+
+    host_file = tmp_path / "host.cif"
+    host.to(filename=str(host_file))
+    args = ["inpaint", str(host_file), "--guest", "Mg", "--count", "2", "--samples", "3", "--out", str(tmp_path / "r"),
+            "--model", tiny_model_path, "--levels", "8", "--resample", "2", "--jump", "2", "--corrector", "1",
+            "--device", "cpu", "--threads", "1", "--no-relax"]
+    assert main(args) == 0
+    out = tmp_path / "r"
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and len(list((out / "candidates").glob("*.cif"))) == 3
+    assert (out / "best-1.cif").exists() and (out / "ranking.csv").read_text().startswith("rank,cif,method")
+    first = capsys.readouterr().out
+    assert main(args) == 0  # resume: nothing is redone
+    assert (out / "results.jsonl").read_text().splitlines() == lines
+    assert "3 candidates" in capsys.readouterr().out and "3 candidates" in first
+
+
+def test_evaluation_relaxes_and_reports_scores(host):
+    from diffase.generators.inpainting import with_guests
+    from diffase.transformations import evaluate_candidate
+
+    near_rocksalt = with_guests(host, [12] * 4, (host.frac_coords + [0.52, 0.5, 0.49]) @ host.lattice.matrix, 0, 0,
+                                "diffusion")
+    result = evaluate_candidate(near_rocksalt, "chgnet", relax=True, refine_guests=True, fmax=0.1, relax_steps=200)
+    assert result["valid"] and result["converged"]
+    assert result["relax_delta_e"] <= 1e-6 and result["energy_per_atom"] < -5.0  # MgO: ~ -5.9 eV/atom in CHGNet
+    assert result["structure"].composition.reduced_formula == "MgO" and result["max_displacement"] < 0.5
