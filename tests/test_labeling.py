@@ -115,6 +115,7 @@ def test_label_structures_resumes_shards_and_records_failures(tmp_path, monkeypa
         return fake_raw(structure, settings)
 
     monkeypatch.setattr(batch_module, "run_single_point", fake_run)
+    monkeypatch.setattr(batch_module, "find_gpaw_python", lambda: "python")
     # as GPAW's setup folders would answer, without needing them installed
     monkeypatch.setattr(batch_module, "unsupported_elements", lambda symbols, settings: sorted(symbols & {"La"}))
     good = nacl()
@@ -141,6 +142,18 @@ def test_label_structures_resumes_shards_and_records_failures(tmp_path, monkeypa
     rows = (tmp_path / "index.csv").read_text().splitlines()
     assert rows[0].startswith("file,material_id") and len(rows) == 3
     assert not list(tmp_path.glob("*.part*"))
+
+
+def test_missing_gpaw_is_one_clear_error(tmp_path, monkeypatch):
+    from diffase.labeling.gpaw_runner import GPAWNotFoundError
+
+    def no_gpaw():
+        raise GPAWNotFoundError("GPAW is not installed: apt-get install gpaw gpaw-data")
+
+    monkeypatch.setattr(batch_module, "find_gpaw_python", no_gpaw)
+    monkeypatch.setattr(batch_module, "unsupported_elements", lambda symbols, settings: [])
+    with pytest.raises(GPAWNotFoundError, match="apt-get"):
+        label_structures([nacl()], tmp_path)
 
 
 def test_cli_label_is_registered():

@@ -33,6 +33,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from diffase.labeling.batch import label_structures, parse_shard
+    from diffase.labeling.gpaw_runner import GPAWNotFoundError
     from diffase.labeling.settings import LabelSettings
 
     shard = parse_shard(args.shard)
@@ -43,7 +44,11 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     handlers = [logging.StreamHandler(), logging.FileHandler(out / f"label-{shard[0]}-of-{shard[1]}.log")]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers)
-    report = label_structures(args.structures, out, settings=settings, shard=shard, limit=args.limit)
+    try:
+        report = label_structures(args.structures, out, settings=settings, shard=shard, limit=args.limit)
+    except GPAWNotFoundError as exc:
+        print(f"error: {exc}")
+        return 2
     print(f"{len(report.labelled)} labelled, {len(report.skipped)} already done, {len(report.failed)} failed "
           f"-> {out}")
     return 1 if report.failed and not (report.labelled or report.skipped) else 0

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from diffase.data.electronic.dataset import write_index, write_label
 from diffase.data.io import read_structures
-from diffase.labeling.gpaw_runner import label_from_raw, run_single_point
+from diffase.labeling.gpaw_runner import find_gpaw_python, label_from_raw, run_single_point
 from diffase.labeling.settings import LabelSettings, unsupported_elements
 
 log = logging.getLogger("diffase.label")
@@ -65,7 +65,8 @@ def label_structures(
 
     Structures with elements GPAW cannot treat are found before any calculation starts. Never raises for one
     structure: an unsupported element, a GPAW error or a timeout is logged and written to the shard's failures
-    file, and the run goes on.
+    file, and the run goes on. Raises :class:`~diffase.labeling.gpaw_runner.GPAWNotFoundError` up front if there
+    is work to do and no GPAW.
     """
     start = time.perf_counter()
     index, count = shard
@@ -93,6 +94,8 @@ def label_structures(
              index, count, out_dir, len(todo), len(report.skipped), len(report.failed),
              ", ".join(sorted(unsupported)) or "none",
              settings.as_dict())
+    if todo:
+        find_gpaw_python()  # a missing GPAW is a set-up error, not a failure of each structure: raise it once
     for k, (name, structure) in enumerate(todo, start=1):
         stem = file_stem(name)
         t0 = time.perf_counter()

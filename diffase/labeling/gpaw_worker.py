@@ -21,7 +21,7 @@ energy                 ()                      total energy (GPAW reference ener
 efermi                 ()                      Fermi level, eV
 gap                    ()                      band gap on the k-mesh (ase.dft.bandgap), eV; 0 for metals
 pseudo_density         (n1, n2, n3)            smooth valence pseudo-density, e/Angstrom^3
-ae_density             (m1, m2, m3)            all-electron density incl. frozen core, e/Angstrom^3 (integrates to sum Z)
+ae_density             (m1, m2, m3)            all-electron density with frozen core, e/A^3 (integrates to sum Z)
 valence_electrons      (n,)                    valence electrons of each PAW setup
 level_energies         (n_spins, n_levels)     Kohn-Sham eigenvalues over all IBZ k-points, eV
 level_weights          (n_spins, n, n_levels)  k-weight x sum over bound projectors |<p|psi>|^2 per atom

@@ -28,7 +28,6 @@ settings             str                JSON of the settings that made the label
 from __future__ import annotations
 
 import csv
-import json
 import os
 import warnings
 from pathlib import Path

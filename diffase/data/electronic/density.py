@@ -24,7 +24,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.io.common import VolumetricData
 from pymatgen.io.vasp import Chgcar, Poscar
 
-#: Grid size of the charge-density field the generators learn (ChargeDIFF uses 32^3).
+#: Grid size N of the N^3 charge-density field diffase stores and learns (the shared GPAW labels hold 32^3).
 DEFAULT_GRID = 32
 
 
@@ -74,7 +74,7 @@ def electron_count(rho: np.ndarray, volume: float) -> float:
 
 
 def gaussian_smear(rho: np.ndarray, lattice: np.ndarray, sigma: float) -> np.ndarray:
-    """Convolve a periodic grid ``rho`` (n1, n2, n3) with a normalised Gaussian of standard deviation ``sigma`` (Angstrom).
+    """Convolve a periodic grid ``rho`` (n1, n2, n3) with a normalised Gaussian of std ``sigma`` (Angstrom).
 
     Done in Fourier space (coefficients times ``exp(-sigma^2 |G|^2 / 2)``): the exact periodic convolution, which keeps
     the mean. mp-pyrho's real-space ``gaussian_smear`` does the same job but took 5 s (sigma 0.2 A) to 70 s (0.3 A)

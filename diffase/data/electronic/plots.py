@@ -69,7 +69,7 @@ def plot_density_slices(
 
 
 def plot_isosurface(structure: Structure, rho: np.ndarray, path: str | Path, *, level: float | None = None) -> Path:
-    """Draw the ``level`` isosurface (e/A^3; default: the mean density) of ``rho`` in the cell, with atoms and cell edges.
+    """Draw the ``level`` isosurface (e/A^3; default: mean density) of ``rho`` in the cell, with atoms and cell edges.
 
     The grid is closed periodically (one wrapped layer) before marching cubes, so surfaces meet at cell faces.
     """
