@@ -53,6 +53,7 @@ def test_percolation_dimension_of_channels_layers_and_pockets():
 
 def test_site_density_of_a_channel(tmp_path):
     """Synthetic trajectory: one Li glides along c (a 1D channel), one Li rattles in place."""
+    pytest.importorskip("pymatgen.analysis.diffusion")
     structure = Structure(Lattice.tetragonal(5.0, 6.0), ["Li", "Li", "O"], [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5]])
     t = np.linspace(0, 1, 200)
     frac = np.repeat(structure.frac_coords[None], len(t), axis=0)

@@ -13,6 +13,7 @@ from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from diffase.simulate import neb_barrier, plot_neb, supercell_repeats, vacancy_hops
 
 pytest.importorskip("chgnet")
+pytest.importorskip("pymatgen.analysis.diffusion")
 
 
 @pytest.fixture(scope="module")
