@@ -15,7 +15,9 @@ gap                  float              band gap on the k-mesh, eV (0 for metals
 kpts                 (3,) int           k-mesh used
 rho32                (N, N, N) f32      valence (pseudo-)density, e/A^3, Fourier-regridded to N^3 (N = 32 by default)
 dos                  (n_sites, P) f32   site DOS, states/eV, **summed over spins** (version 1 stores one spin channel
-                                        of a spin-paired run: the loader doubles it)
+                                        of a spin-paired run: the loader doubles it; its levels were folded on 1024
+                                        points then interpolated, which differs from version 2's direct smearing by
+                                        1.4% of the peak height on BaTe)
 dos_grid             (P,) f32           E - E_F, eV (P = 512)
 dos_sigma            float              Gaussian standard deviation of the DOS, eV
 hirshfeld            (n_sites,) f32     Hirshfeld charges, e (positive = electron loss)
@@ -49,7 +51,7 @@ def write_label(path: str | Path, label: dict[str, Any]) -> Path:
     """Write one label (keys as in the module table) atomically: a temporary file, then a rename."""
     path = Path(path)
     tmp = path.with_name(path.name + ".part.npz")
-    np.savez_compressed(tmp, format_version=np.int64(FORMAT_VERSION), **label)
+    np.savez_compressed(tmp, **{**label, "format_version": np.int64(FORMAT_VERSION)})
     os.replace(tmp, path)
     return path
 
