@@ -13,7 +13,9 @@ energy               float              DFT total energy, eV (code's own referen
 efermi               float              Fermi level, eV
 gap                  float              band gap on the k-mesh, eV (0 for metals)
 kpts                 (3,) int           k-mesh used
-rho32                (N, N, N) f32      valence (pseudo-)density, e/A^3, Fourier-regridded to N^3 (N = 32 by default)
+rho32                (N, N, N) f32      valence density, e/A^3, Fourier-regridded to N^3 (N = 32 by default); from
+                                        GPAW the smooth pseudo-density (no PAW augmentation: mean x V is not the
+                                        valence count)
 dos                  (n_sites, P) f32   site DOS, states/eV, **summed over spins** (version 1 stores one spin channel
                                         of a spin-paired run: the loader doubles it; its levels were folded on 1024
                                         points then interpolated, which differs from version 2's direct smearing by
@@ -24,6 +26,9 @@ hirshfeld            (n_sites,) f32     Hirshfeld charges, e (positive = electro
 bader                (n_sites,) f32     Bader charges, e (positive = electron loss); NaN in version 1
 valence_electrons    (n_sites,) f32     valence electrons per site in the calculation
 settings             str                JSON of the settings that made the label
+n_ibz_kpts           int                irreducible k-points of the calculation
+dft_seconds          float              wall time of the DFT worker, s
+code_version         str                e.g. "GPAW 22.8.0"
 ===================  =================  =====================================================================
 """
 
