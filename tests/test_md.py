@@ -46,6 +46,10 @@ def test_percolation_dimension_of_channels_layers_and_pockets():
     for i in range(8):
         staircase[i, i, 0] = staircase[i, (i + 1) % 8, 0] = True
     assert percolation_dimension(staircase) == 1  # a diagonal channel through the cell corner
+    diagonal = np.zeros((8, 8, 8), dtype=bool)
+    diagonal[np.arange(8), np.arange(8), np.arange(8)] = True
+    assert percolation_dimension(diagonal) == 1  # voxels touching only at corners
+    assert percolation_dimension(diagonal, connectivity=6) == 0
     grid[:, :, 0] = True
     assert percolation_dimension(grid) == 2
     assert percolation_dimension(np.ones((4, 4, 4), dtype=bool)) == 3

@@ -2,7 +2,7 @@
 
 Run: ``OMP_NUM_THREADS=1 python tutorials/li_migration.py [--data ../shared/data] [--out li-migration]
 [--md-steps 1500]`` (about 15 minutes on one CPU core; any CIF of a Li compound works the same way).
-Writes ``neb.png`` and ``pathway.png`` into ``--out``.
+Writes ``neb.png``, ``md.traj`` (view with ``ase gui``) and ``pathway.png`` into ``--out``.
 
 The NEB here uses a 23-atom cell (primitive cell x 2, lengths 6.5 Angstrom) to stay quick; the published
 protocol (every supercell length >= 10 Angstrom, 7 images) is ``neb_barrier(hop)`` with its defaults.
@@ -47,7 +47,8 @@ plot_neb(neb, out / "neb.png", title="Li vacancy hop in Li2O (CHGNet)")
 
 # 4. NVT MD at 1200 K with one Li vacancy
 cell = vacancy_supercell(relaxed.structure, "Li", min_length=6.0)
-md = run_md(cell, temperature=1200, steps=args.md_steps, timestep=2.0, interval=5, seed=0)
+md = run_md(cell, temperature=1200, steps=args.md_steps, timestep=2.0, interval=5, seed=0,
+            trajectory=out / "md.traj")
 print(f"MD: {md.times[-1] / 1000:.1f} ps, mean T = {md.temperature[len(md.temperature) // 5:].mean():.0f} K")
 
 # 5. where the Li went: density on a 0.3 A grid and the dimensionality of the visited network

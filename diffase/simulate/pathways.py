@@ -4,7 +4,7 @@ network it percolates through, and a PNG of the pathway (density projected along
 The density is pymatgen-analysis-diffusion's ``ProbabilityDensityAnalysis`` (Zhu et al., Chem. Mater. 2015).
 The dimensionality is written here because no maintained library computes it for a periodic grid
 (pymatgen's dimensionality algorithms work on bonded structures): visited voxels are labelled with
-``scipy.ndimage.label``, labels touching across the periodic faces are merged with a union-find that tracks
+``scipy.ndimage.label``, labels touching across the periodic boundary are merged with a union-find that tracks
 cell offsets, and a component's dimensionality is the rank of the offsets by which it reaches its own images.
 """
 
@@ -56,10 +56,18 @@ def site_density(md: MDResult, species: str = "Li", *, interval: float = 0.5) ->
     return SiteDensity(structure, species, interval, np.asarray(pda.Pr), visits)
 
 
-def percolation_dimension(mask: np.ndarray) -> int:
-    """Largest dimensionality (0-3) of the face-connected components of a periodic boolean grid ``mask``
-    (0 if the mask is empty or no component reaches its own periodic image)."""
-    labels, n = ndimage.label(mask)
+def percolation_dimension(mask: np.ndarray, connectivity: int = 26) -> int:
+    """Largest dimensionality (0-3) of the connected components of a periodic boolean grid ``mask``
+    (0 if the mask is empty or no component reaches its own periodic image).
+
+    connectivity: 26 (voxels sharing a face, edge or corner are connected: paths running diagonally through
+    the grid, as on any non-orthogonal cell, stay connected) or 6 (faces only).
+    """
+    if connectivity not in (6, 26):
+        raise ValueError(f"connectivity must be 6 or 26, got {connectivity}")
+    mask = np.asarray(mask, dtype=bool)
+    structure = ndimage.generate_binary_structure(3, 1 if connectivity == 6 else 3)
+    labels, n = ndimage.label(mask, structure=structure)
     parent = np.arange(n + 1)
     offset = np.zeros((n + 1, 3), dtype=int)  # cell of a label's copy relative to its parent's copy
 
@@ -70,18 +78,26 @@ def percolation_dimension(mask: np.ndarray) -> int:
             a = parent[a]
         return a, total
 
+    # every neighbour pair once: the offsets d with d > 0 in lexicographic order, then the pairs that cross
+    # the cell boundary (pairs inside the cell already share a label)
+    steps = [np.array(d) for d in np.argwhere(structure) - 1 if tuple(d) > (0, 0, 0)]
+    index = np.indices(mask.shape).reshape(3, -1).T
+    shape = np.array(mask.shape)
     cycles: dict[int, list[np.ndarray]] = {}
-    for axis in range(3):
-        last, first = np.take(labels, -1, axis=axis), np.take(labels, 0, axis=axis)
-        touching = (last > 0) & (first > 0)
-        shift = np.eye(3, dtype=int)[axis]  # the voxel at index -1 touches index 0 of the next cell
-        for a, b in {(int(x), int(y)) for x, y in zip(last[touching], first[touching])}:
-            ra, oa = find(a)
-            rb, ob = find(b)
+    for d in steps:
+        target = index + d
+        shift = np.floor_divide(target, shape)
+        crossing = shift.any(axis=1)
+        a = labels.reshape(-1)[crossing]
+        b = labels[tuple((target[crossing] % shape).T)]
+        both = (a > 0) & (b > 0)
+        for x, y, sh in {(int(x), int(y), tuple(sh)) for x, y, sh in zip(a[both], b[both], shift[crossing][both])}:
+            ra, oa = find(x)
+            rb, ob = find(y)  # y's copy in cell ``sh`` touches x's copy in cell 0
             if ra == rb:
-                cycles.setdefault(ra, []).append(oa + shift - ob)
+                cycles.setdefault(ra, []).append(oa + np.array(sh) - ob)
             else:
-                parent[rb], offset[rb] = ra, oa + shift - ob
+                parent[rb], offset[rb] = ra, oa + np.array(sh) - ob
                 cycles.setdefault(ra, []).extend(cycles.pop(rb, []))
     return max((int(np.linalg.matrix_rank(np.array(c))) for c in cycles.values()), default=0)
 
