@@ -44,7 +44,7 @@ CALCULATOR_NAMES = ("chgnet", "mattersim")
 #: Environment variable holding the path of a local MatterSim checkpoint.
 MATTERSIM_CHECKPOINT_ENV = "DIFFASE_MATTERSIM_CHECKPOINT"
 
-_LOADED: dict[tuple[str, str, str], "MLIP"] = {}
+_LOADED: dict[tuple[str, str, str], MLIP] = {}
 
 
 class MLIP:
@@ -83,7 +83,7 @@ class CHGNetPotential(MLIP):
     name = "chgnet"
 
     @classmethod
-    def load(cls, device: str) -> "CHGNetPotential":
+    def load(cls, device: str) -> CHGNetPotential:
         from chgnet.model import CHGNet
 
         with contextlib.redirect_stdout(io.StringIO()):  # "CHGNet v0.3.0 initialized ..." even with verbose=False
@@ -130,7 +130,7 @@ class MatterSimPotential(MLIP):
     name = "mattersim"
 
     @classmethod
-    def load(cls, device: str, checkpoint: Path) -> "MatterSimPotential":
+    def load(cls, device: str, checkpoint: Path) -> MatterSimPotential:
         try:
             from mattersim.forcefield.potential import Potential
         except ImportError as exc:
