@@ -363,6 +363,11 @@ def test_validity_uniqueness_novelty_and_sun():
     f = res["fractions"]
     assert f["valid"] == pytest.approx(0.6) and f["unique"] == pytest.approx(0.6)
     assert f["unique_novel"] == pytest.approx(0.4) and f["sun"] == pytest.approx(0.2) and f["vsun"] == pytest.approx(0.2)
+    sub = sun_metrics(gen, [nacl], e_above_hull=lambda ss: [0.0] * len(ss), max_stability=1, seed=0)
+    assert sub["n_stability"] == 1 and np.isfinite(sub["e_above_hull"]).sum() == 1
+    assert sub["fractions"]["sun"] == pytest.approx(0.4)  # unique_novel 0.4 x stable fraction 1 of the subset
+    assert not composition_valid("LaTbNdYZrMnZnCoCuSnGeBiBSbTeCF")  # too many oxidation-state combinations
+    assert composition_valid("CuZnAlNiFeCoCrMnTiV")  # an all-metal alloy is valid whatever its size
     assert match_rate([nacl, licl], [nacl.copy(), nacl])["match_rate"] == 0.5
     assert composition_match_rate([nacl, licl], [nacl, nacl]) == 0.5
     assert property_success_rate([1.95, 2.5, float("nan")], 2.0) == pytest.approx(1 / 3)

@@ -6,8 +6,8 @@ Every fraction is over all ``n`` generated samples (invalid samples included in 
 * ``uniqueness``: first of its StructureMatcher class among the samples;
 * ``novelty``: matches nothing in the reference set (the training crystals); ``unique_novel``: both;
 * ``stability``: energy above hull <= ``stable_threshold`` eV/atom (0.1 by default, MatterGen's S.U.N.
-  criterion), measured only where needed, i.e. on the unique and novel samples, by the function passed as
-  ``e_above_hull`` (an MLIP hull from :mod:`diffase.analysis.stability`, or anything returning eV/atom);
+  criterion), measured only where needed, i.e. on the unique and novel samples (or a random subset of
+  them), by the function passed as ``e_above_hull`` (e.g. :class:`diffase.analysis.stability.MLIPHull`);
 * ``sun`` = stable & unique & novel, ``vsun`` = valid & sun.
 
 Plus :func:`property_success_rate` for conditional generation (within 10% of the target).
@@ -34,12 +34,15 @@ def property_success_rate(values: Sequence[float], target: float, rel_tol: float
 
 def sun_metrics(structures: Sequence[Structure | None], reference: Sequence[Structure], *,
                 e_above_hull: Callable[[list[Structure]], Sequence[float]] | None = None,
-                stable_threshold: float = 0.1) -> dict:
+                stable_threshold: float = 0.1, max_stability: int | None = None, seed: int = 0) -> dict:
     """Per-sample masks and fractions of validity, uniqueness, novelty, stability, S.U.N. and V.S.U.N.
 
     ``structures``: generated crystals (None for a sample that could not be decoded, e.g. a mask left).
-    Without ``e_above_hull`` the stability entries are NaN/None and only V/U/N are reported.
-    Returns ``{"n": n, "fractions": {...}, "masks": {...}, "e_above_hull": array (NaN where not computed)}``.
+    Without ``e_above_hull`` the stability entries are absent and only V/U/N are reported.
+    ``max_stability``: evaluate stability on at most this many unique-novel samples (a seeded random subset,
+    when MLIP relaxations of all of them are too costly); S.U.N. and V.S.U.N. are then estimated as
+    ``unique_novel * (fraction stable in the subset)`` and reported with the subset size.
+    Returns ``{"n", "fractions", "masks", "e_above_hull" (NaN where not computed), "n_stability"}``.
     """
     n = len(structures)
     if n == 0:
@@ -52,15 +55,19 @@ def sun_metrics(structures: Sequence[Structure | None], reference: Sequence[Stru
     masks = {"composition_valid": val["composition"], "structure_valid": val["structure"], "valid": val["valid"],
              "unique": uniq, "novel": novel, "unique_novel": un}
     fractions = {k: float(v.mean()) for k, v in masks.items()}
+    idx = np.flatnonzero(un)
+    if max_stability is not None and idx.size > max_stability:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, max_stability, replace=False))
     if e_above_hull is not None:
-        idx = np.flatnonzero(un)
         if idx.size:
             e_hull[idx] = np.asarray(e_above_hull([structures[i] for i in idx]), dtype=float)
-        stable = e_hull <= stable_threshold
+        stable = e_hull <= stable_threshold  # NaN (not computed or failed) is not stable
         masks["sun"] = stable & un
         masks["vsun"] = masks["sun"] & val["valid"]
-        fractions["stable_among_unique_novel"] = float(stable[idx].mean()) if idx.size else float("nan")
-        fractions["sun"] = float(masks["sun"].mean())
-        fractions["vsun"] = float(masks["vsun"].mean())
+        rate = float(stable[idx].mean()) if idx.size else float("nan")
+        vrate = float((stable & val["valid"])[idx].mean()) if idx.size else float("nan")
+        fractions["stable_among_unique_novel"] = rate
+        fractions["sun"] = fractions["unique_novel"] * rate if idx.size else 0.0
+        fractions["vsun"] = fractions["unique_novel"] * vrate if idx.size else 0.0
     return {"n": n, "fractions": fractions, "masks": masks, "e_above_hull": e_hull,
-            "stable_threshold": stable_threshold}
+            "stable_threshold": stable_threshold, "n_stability": int(idx.size)}

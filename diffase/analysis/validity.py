@@ -2,12 +2,17 @@
 
 * Composition validity: :func:`smact.screening.smact_validity` with the ``smact14`` oxidation-state set,
   the Pauling electronegativity test and alloys (all-metal compositions) accepted, as in CDVAE/DiffCSP.
+  SMACT enumerates every combination of oxidation states, exponential in the number of elements: a
+  composition with more than ``max_combinations`` (10^5) combinations is counted invalid without the
+  enumeration (MP-20 crystals have at most 7 elements and need a few thousand; poorly trained models emit
+  10+ element mixtures that would take hours).
 * Structural validity: every interatomic distance (periodic images included) >= 0.5 Angstrom and the cell
   volume >= 0.1 Angstrom^3 (CDVAE's criterion).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,13 +22,17 @@ from pymatgen.core import Composition, Structure
 MIN_DISTANCE = 0.5
 
 
-def composition_valid(composition: Composition | str) -> bool:
+def composition_valid(composition: Composition | str, max_combinations: int = 10**5) -> bool:
     """SMACT charge-balance and electronegativity validity with the ``smact14`` oxidation states."""
+    import smact
     from smact.screening import smact_validity
 
     comp = Composition(composition)
-    if len(comp.elements) == 1:
-        return True
+    symbols = [el.symbol for el in comp.elements]
+    if len(symbols) == 1 or all(sym in smact.metals for sym in symbols):
+        return True  # elements and alloys, as smact_validity(include_alloys=True)
+    if math.prod(len(smact.Element(sym).oxidation_states_smact14) for sym in symbols) > max_combinations:
+        return False
     return bool(smact_validity(comp, use_pauling_test=True, include_alloys=True, oxidation_states_set="smact14"))
 
 

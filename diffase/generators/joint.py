@@ -295,7 +295,8 @@ class JointModel:
 
         A run interrupted and started again with the same arguments resumes after the last complete batch
         (a sidecar ``<path>.progress.json`` records the batches written). Invalid samples are not written
-        but counted. Returns ``{"written": ..., "invalid": ..., "path": ...}``.
+        but counted. ``progress`` shows one bar over crystals and one over the levels of the current batch.
+        Returns ``{"written": ..., "invalid": ..., "path": ...}``.
         """
         from tqdm.auto import tqdm
 
@@ -315,7 +316,8 @@ class JointModel:
             raise FileExistsError(f"{path} exists and has no .progress.json; choose another output file")
         bar = tqdm(total=n, initial=min(n, state["batches"] * batch_size), desc="generating", unit="crystal",
                    disable=not progress)
-        for records in self.sample(n, batch_size=batch_size, seed=seed, start_batch=state["batches"], **kw):
+        for records in self.sample(n, batch_size=batch_size, seed=seed, start_batch=state["batches"],
+                                   progress=progress, **kw):
             good = [r for r in records if r["valid"]]
             append_extxyz(path, [record_to_structure(r) for r in good], [{"sample": i} for i in range(len(good))])
             state["batches"] += 1
