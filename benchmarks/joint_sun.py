@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from ase.io import read
 
@@ -46,7 +46,11 @@ def main() -> None:
     from pymatgen.core import Structure
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    from diffase.analysis.stability import MLIPHull, load_elemental_references, mlip_entries
+    from diffase.analysis.stability import (
+        MLIPHull,
+        load_elemental_references,
+        mlip_entries,
+    )
     from diffase.analysis.sun import sun_metrics
     from diffase.data.dataset import load_records
     from diffase.data.structures import record_to_structure
@@ -102,25 +106,25 @@ def main() -> None:
         "model": str(args.model), "train_step": model.meta.get("train", {}).get("step"),
         "n": metrics["n"], "levels": args.levels, "n_corrector": 1, "seed": args.seed,
         "fractions": f, "n_stability_evaluated": metrics["n_stability"],
-        "e_above_hull_evaluated": [x for x in metrics["e_above_hull"].tolist() if x == x],
+        "e_above_hull_evaluated": [x for x in metrics["e_above_hull"].tolist() if not math.isnan(x)],
         "generation_s": round(t_gen, 1), "evaluation_s": round(t_eval, 1),
         "machine": f"{platform.machine()} CPU, 1 torch thread (shared 2-core machine)",
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=1))
-    lines = [f"# Joint model evaluation: {name}", "",
-             f"{metrics['n']} samples, {args.levels} sampling levels (respaced from T = 1000), 1 corrector step, "
-             f"seed {args.seed}; novelty against the 11,249 MP-20 training crystals; every fraction over all "
-             f"{metrics['n']} samples.", "",
-             "| metric | value |", "| --- | --- |"]
+    intro = (f"{metrics['n']} samples, {args.levels} sampling levels (respaced from T = 1000), 1 corrector "
+             f"step, seed {args.seed}; novelty against the 11,249 MP-20 training crystals; every fraction over "
+             f"all {metrics['n']} samples; generation {t_gen:.0f} s, evaluation {t_eval:.0f} s on one CPU thread.")
+    lines = [f"# Joint model evaluation: {name}", "", intro, "", "| metric | value |", "| --- | --- |"]
     for key in ("composition_valid", "structure_valid", "valid", "unique", "novel", "unique_novel",
                 "stable_among_unique_novel", "sun", "vsun"):
         if key in f:
             lines.append(f"| {key} | {f[key]:.3f} |")
     if "sun" in f:
-        lines += ["", f"Stability: CHGNet relaxation (FIRE, fmax 0.1 eV/A, <= {args.relax_steps} steps) of "
-                  f"{metrics['n_stability']} unique-novel samples (seeded random subset), E_hull against MP "
-                  "elemental references + CHGNet energies of MP-20 training crystals in the same chemical "
-                  "systems; stable = E_hull <= 0.1 eV/atom; S.U.N. = unique_novel x stable fraction."]
+        note = (f"Stability: CHGNet relaxation (FIRE, fmax 0.1 eV/A, <= {args.relax_steps} steps) of "
+                f"{metrics['n_stability']} unique-novel samples (seeded random subset), E_hull against MP "
+                "elemental references + CHGNet energies of MP-20 training crystals in the same chemical "
+                "systems; stable = E_hull <= 0.1 eV/atom; S.U.N. = unique_novel x stable fraction.")
+        lines += ["", note]
     (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
     (ROOT / "benchmarks" / "results" / f"joint_sun-{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

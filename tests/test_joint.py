@@ -9,7 +9,12 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from diffase import hub
-from diffase.analysis.matching import composition_match_rate, match_rate, novel_mask, unique_mask
+from diffase.analysis.matching import (
+    composition_match_rate,
+    match_rate,
+    novel_mask,
+    unique_mask,
+)
 from diffase.analysis.sun import property_success_rate, sun_metrics
 from diffase.analysis.validity import composition_valid, structure_valid
 from diffase.cli import main
@@ -325,9 +330,10 @@ def test_train_resume_load_and_generate_cli(shared_data, isolated):
     from diffase.train.joint_trainer import JointTrainConfig, train_joint_model
 
     out = isolated / "run"
-    kw = dict(model_config=dict(hidden=16, num_layers=1, num_freqs=4, time_dim=16), device="cpu", num_threads=1,
-              limit_train=48, progress=False)
-    cfg = dict(epochs=1, batch_size=24, max_val=16, warmup_steps=2, conditions=["density", "chemical_system"])
+    kw = {"model_config": {"hidden": 16, "num_layers": 1, "num_freqs": 4, "time_dim": 16}, "device": "cpu",
+          "num_threads": 1, "limit_train": 48, "progress": False}
+    cfg = {"epochs": 1, "batch_size": 24, "max_val": 16, "warmup_steps": 2,
+           "conditions": ["density", "chemical_system"]}
     best = train_joint_model(shared_data / "mp20" / "train.csv.gz", shared_data / "mp20" / "val.csv.gz", out,
                              config=JointTrainConfig(max_steps=1, **cfg), **kw)
     assert (out / "last.pt").exists() and best.exists()

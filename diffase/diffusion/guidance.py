@@ -19,9 +19,9 @@ from diffase.data import fields as F
 def drop_conditions(batch: dict) -> dict:
     """A shallow copy of ``batch`` with every graph condition set to NaN ("not given")."""
     out = dict(batch)
-    for key in batch:
+    for key, value in batch.items():
         if key.startswith(F.CONDITION_PREFIX):
-            out[key] = torch.full_like(batch[key], float("nan"))
+            out[key] = torch.full_like(value, float("nan"))
     return out
 
 

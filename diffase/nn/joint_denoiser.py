@@ -33,7 +33,11 @@ import torch
 from torch import nn
 
 from diffase.data import fields as F
-from diffase.nn.conditioning import ConditionEmbedding, ConditionSpec, sinusoidal_embedding
+from diffase.nn.conditioning import (
+    ConditionEmbedding,
+    ConditionSpec,
+    sinusoidal_embedding,
+)
 
 _TRIU = (torch.tensor([0, 0, 0, 1, 1, 2]), torch.tensor([0, 1, 2, 1, 2, 2]))
 

@@ -24,7 +24,12 @@ import torch
 from diffase.data import fields as F
 from diffase.data.dataset import load_records
 from diffase.data.structures import record_to_structure
-from diffase.generators.joint import default_processes, encode_records, make_batch, make_checkpoint
+from diffase.generators.joint import (
+    default_processes,
+    encode_records,
+    make_batch,
+    make_checkpoint,
+)
 from diffase.nn.conditioning import ConditionSpec
 from diffase.nn.joint_denoiser import JointDenoiser, JointDenoiserConfig
 from diffase.runtime import configure_threads, resolve_device
