@@ -148,3 +148,25 @@ def test_dsm_loss_decreases_on_toy_set():
         opt.step()
     after = held_out_loss()
     assert after < 0.7 * before, (before, after)
+
+
+def test_training_sigma_distributions():
+    gen = torch.Generator().manual_seed(0)
+    normal = VEProcess().sample_sigma(20000, generator=gen)
+    assert normal.min() >= 0.01 and normal.max() <= 10.0
+    assert torch.log(normal).median().exp().item() == pytest.approx(0.3, rel=0.05)
+    uniform = VEProcess(train_sigma="log_uniform").sample_sigma(20000, generator=gen)
+    assert torch.log10(uniform).mean().item() == pytest.approx(-0.5, abs=0.03)  # midpoint of -2 .. 1
+    with pytest.raises(ValueError, match="train_sigma"):
+        VEProcess(train_sigma="uniform").sample_sigma(3)
+
+
+def test_corrector_step_is_capped_when_the_score_is_underestimated():
+    proc = VEProcess(num_levels=20)
+    n = 5000
+    batch = {F.CELL: torch.eye(3, dtype=torch.float64)[None] * 1e6, F.BATCH: torch.zeros(n, dtype=torch.long),
+             F.NUM_ATOMS: torch.tensor([n])}
+    x = torch.full((n, 3), 5e5, dtype=torch.float64)
+    tiny_score = torch.full((n, 3), 1e-9, dtype=torch.float64)
+    moved = proc.corrector_step(x, tiny_score, 3, batch, snr=0.2, generator=torch.Generator().manual_seed(0))
+    assert (moved - x).std().item() == pytest.approx(2**0.5 * proc.sigma_at(3), rel=0.05)  # sqrt(2 eps), eps = sigma^2

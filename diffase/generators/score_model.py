@@ -7,6 +7,7 @@ function, and returns records. Inpainting and unconditional generation of positi
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -111,7 +112,7 @@ class ScoreModel:
         same crystals batch by batch, so a resumed run may skip finished batches (``skip_batches``).
         """
         check_elements(list(records), set(self.elements) if self.elements else None)
-        process = self.process if num_levels is None else VEProcess(self.process.sigma_min, self.process.sigma_max, num_levels)
+        process = self.process if num_levels is None else dataclasses.replace(self.process, num_levels=num_levels)
         schedule = repaint_schedule(process.num_levels, jump_length, n_resample)
         if start_level is not None:
             if not 0 <= start_level < process.num_levels:

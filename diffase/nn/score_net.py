@@ -5,7 +5,7 @@ Angstrom, one per crystal) and the periodic edges (``edge_index``, ``edge_cell_s
 absent). Output: the score ``grad_x log p_sigma(x)`` of every atom, (n_atoms, 3), 1/Angstrom.
 
 Architecture (defaults = the paper's shape): species embedded to ``32x0e`` node attributes; the noise level
-embedded (Gaussian Fourier features of ``log sigma`` + MLP) to ``32x0e`` auxiliary attributes; both are the
+embedded (smooth Fourier features of ``log sigma`` + MLP) to ``32x0e`` auxiliary attributes; both are the
 node attributes of every self-interaction; 4 interaction blocks, each: linear (features x attributes),
 tensor product of neighbour features with edge spherical harmonics (l <= 2) weighted by an MLP (width 64) of
 16 Bessel radial functions with a smooth polynomial cutoff at 6 Angstrom, sum over neighbours, linear, a
@@ -68,16 +68,23 @@ class PolynomialCutoff(nn.Module):
 
 
 class NoiseEmbedding(nn.Module):
-    """Gaussian Fourier features of ``log sigma`` followed by an MLP, (B,) -> (B, dim)."""
+    """Smooth embedding of the noise level, (B,) Angstrom -> (B, dim).
 
-    def __init__(self, dim: int, num_frequencies: int = 16, scale: float = 1.0):
+    Features are ``log sigma / 3`` and low-frequency Fourier features ``sin/cos(2 pi f log sigma)`` with
+    ``f ~ N(0, 0.2^2)`` (fixed at init), so they vary slowly over the three decades of sigma, then an MLP.
+    High-frequency encodings (unit-scale f) oscillate several times over the range and make the smooth,
+    strongly sigma-dependent gain that the score needs much slower to learn.
+    """
+
+    def __init__(self, dim: int, num_frequencies: int = 16, scale: float = 0.2):
         super().__init__()
         self.register_buffer("freqs", torch.randn(num_frequencies) * scale)
-        self.mlp = nn.Sequential(nn.Linear(2 * num_frequencies, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.mlp = nn.Sequential(nn.Linear(2 * num_frequencies + 1, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, sigma: torch.Tensor) -> torch.Tensor:
-        angle = 2 * math.pi * torch.log(sigma).unsqueeze(-1) * self.freqs
-        return self.mlp(torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1))
+        log_sigma = torch.log(sigma).unsqueeze(-1)
+        angle = 2 * math.pi * log_sigma * self.freqs
+        return self.mlp(torch.cat([torch.sin(angle), torch.cos(angle), log_sigma / 3], dim=-1))
 
 
 class Interaction(nn.Module):
