@@ -326,7 +326,7 @@ def isolated(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_train_resume_load_and_generate_cli(shared_data, isolated):
+def test_train_resume_load_and_generate_cli(shared_data, isolated, capsys):
     from diffase.train.joint_trainer import JointTrainConfig, train_joint_model
 
     out = isolated / "run"
@@ -351,8 +351,11 @@ def test_train_resume_load_and_generate_cli(shared_data, isolated):
     assert '"batches": 2' in state
     assert main(args) == 0  # a finished run started again writes nothing more
     assert (isolated / "gen.extxyz.progress.json").read_text() == state
-    with pytest.raises(ValueError, match="other settings"):
-        main(args[:-4] + ["--seed", "5"])
+    assert main(args[:-4] + ["--seed", "5"]) == 2
+    assert "other settings" in capsys.readouterr().err
+    assert main(["generate", "--model", str(out / "best.pt"), "--out", str(isolated / "x.extxyz"),
+                 "--condition", "band_gap=2.0"]) == 2
+    assert "not trained with condition 'band_gap'" in capsys.readouterr().err
 
 
 # --- evaluation metrics -----------------------------------------------------------------------------

@@ -5,6 +5,8 @@ Example: ``diffase generate --n 100 --out gen.extxyz --condition band_gap=2.0 --
 
 from __future__ import annotations
 
+import sys
+
 DEFAULT_JOINT_MODEL = "joint-mp20"
 
 
@@ -49,7 +51,12 @@ def run(args) -> int:
         raise SystemExit(f"{args.model} is not a joint (types, coordinates, lattice) model; "
                          "`diffase generate` needs one (see `diffase models`)")
     conditions = dict(args.condition) or None
-    result = model.generate(args.n, args.out, batch_size=args.batch_size, seed=args.seed, num_atoms=args.num_atoms,
-                            conditions=conditions, guidance_scale=args.guidance, num_levels=args.steps)
+    try:
+        result = model.generate(args.n, args.out, batch_size=args.batch_size, seed=args.seed,
+                                num_atoms=args.num_atoms, conditions=conditions, guidance_scale=args.guidance,
+                                num_levels=args.steps)
+    except (ValueError, FileExistsError) as err:  # bad input: say what and how to fix, no traceback
+        print(f"diffase generate: error: {err}", file=sys.stderr)
+        return 2
     print(f"wrote {result['written']} crystals to {result['path']} ({result['invalid']} invalid samples skipped)")
     return 0
