@@ -80,3 +80,11 @@ def test_unknown_elements_are_refused():
 def test_non_periodic_atoms_are_refused():
     with pytest.raises(InvalidStructureError, match="pbc"):
         structure_to_record(Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.7]], cell=[5, 5, 5], pbc=False))
+
+
+def test_importing_diffase_loads_no_model_or_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, diffase; print(any(m.split('.')[0] in ('torch', 'e3nn', 'chgnet') for m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
