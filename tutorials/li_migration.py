@@ -1,7 +1,7 @@
 """Li migration in Li2O with CHGNet in five steps: relax, hull, NEB barrier, MD with a vacancy, pathway.
 
 Run: ``OMP_NUM_THREADS=1 python tutorials/li_migration.py [--data ../shared/data] [--out li-migration]
-[--md-steps 1500]`` (about 15 minutes on one CPU core; any CIF of a Li compound works the same way).
+[--md-steps 1500]`` (about 20 minutes on one busy CPU core; any CIF of a Li compound works the same way).
 Writes ``neb.png``, ``md.traj`` (view with ``ase gui``) and ``pathway.png`` into ``--out``.
 
 The NEB here uses a 23-atom cell (primitive cell x 2, lengths 6.5 Angstrom) to stay quick; the published
