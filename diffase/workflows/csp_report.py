@@ -135,12 +135,12 @@ def plot_success_rates(summary: Sequence[dict], path: str | Path) -> Path:
         counts = [next((s["n_generated"] for s in summary if s["composition"] == c and s["stage"] == stage), 0)
                   for c in compositions]
         bars = ax.bar(x + shift, rates, width=0.4, color=color, label=stage)
-        for bar, n in zip(bars, counts):
+        for bar, rate, n in zip(bars, rates, counts):
             if n:
-                ax.annotate(f"n={n}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                ax.annotate(f"{rate:.2f}\nn={n}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
                             va="bottom", fontsize=7)
     ax.set_xticks(x, compositions)
-    ax.set_ylim(0, 1.1)
+    ax.set_ylim(0, 1.2)
     ax.set_ylabel("symmetry success rate")
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
