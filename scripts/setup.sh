@@ -9,3 +9,8 @@ extras="${1:-mlip}"
 pip install -q --upgrade pip
 pip install -q torch==2.13.0
 pip install -q -e ".[${extras}]"
+case ",${extras}," in *,test,*|*,dev,*|*,mattersim,*)
+  # MatterSim without its declared deps (torchvision/torchaudio would replace the CPU torch); the
+  # runtime deps come with the 'mattersim' extra. Weights are never downloaded: pass a local checkpoint.
+  pip install -q --no-deps mattersim==1.2.3 ;;
+esac
