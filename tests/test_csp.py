@@ -365,3 +365,36 @@ def test_csp_defaults_are_chggen_values():
     assert (s.n_inpaint, s.inpainting.snr, s.min_distance, s.fmax, s.relax_steps) == (3, 0.4, 1.0, 0.1, 500)
     assert (s.final_symprec, s.final_angle_tolerance, set(s.excluded)) == (0.1, 10.0, {1, 2})
     assert s.ladder[0] == (0.1, 10.0) and s.ladder[-1] == (2.0, 30.0) and len(s.ladder) == 7
+
+
+@pytest.mark.slow
+def test_real_checkpoint_csp_run(tmp_path, shared_data):
+    """The shipped score model and CHGNet on two small Li5Si2 crystals, short sampling (minutes on a CPU)."""
+    from diffase.errors import CheckpointNotFoundError
+    from diffase.generators import load_model
+
+    try:
+        model = load_model("score-mp20", "cpu")
+    except CheckpointNotFoundError:
+        pytest.skip("models/score-mp20.pt is not there")
+    settings = CSPSettings(n=2, guest="Li", v0=16.0, formula_units=(1,), num_levels=50, n_corrector=2,
+                           inpainting=InpaintingSettings(num_levels=40, snr=0.4), relax_steps=100)
+    from diffase.analysis.stability import load_elemental_references
+
+    refs = load_elemental_references(shared_data / "pmg" / "2023-02-07-mp-elemental-reference-entries.json.gz",
+                                     ["Li", "Si"])
+    rows = run_csp("Li5Si2", tmp_path, settings, model=model, reference_entries=refs, device="cpu")
+    assert len([r for r in rows if r["stage"] == "unconditional"]) == 2
+    for r in rows:
+        assert r["formula"] == "Li5Si2" and (not r["valid"] or math.isfinite(r["e_above_hull"]))
+
+
+def test_cli_bad_input_is_one_line(tmp_path, capsys):
+    from diffase.cli import main
+
+    assert main(["csp", "Li5Si2", "--guest", "Na", "--out", str(tmp_path)]) == 2
+    assert "error: guest Na is not in Li5Si2" in capsys.readouterr().err
+    assert main(["csp", "Li5Si2", "--guest", "Li", "--exclude", "P7", "--out", str(tmp_path)]) == 2
+    assert main(["csp", "Li5Si2", "--guest", "Li", "--model", str(tmp_path / "none.pt"), "--n", "1",
+                 "--out", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
