@@ -10,10 +10,11 @@ the system in MP-20 (train, val) and MPTS-52 (train), relaxed with CHGNet (cache
 hull was the full MP 2023-02-07 convex hull; ours has fewer compounds, so E_d here is an upper-bound-style
 comparison against known phases in the shared data, not the paper's number.
 
-Outputs: ``OUT/<composition>/`` (the run folders, resumable) and ``OUT/csp_chggen.md`` (the table, settings,
-checkpoint, machine, wall times). Run (hours on a CPU; default 12 crystals per system)::
+Outputs: ``OUT/<composition>/`` (the run folders, resumable), ``TABLE`` (default
+``benchmarks/results/csp_chggen.md``: the table, settings, checkpoint, machine, wall times) and beside it
+``csp_success_rates.png`` and ``csp_ed_<composition>.png``. Run (hours on a CPU; default 12 crystals per system)::
 
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/csp_chggen.py --model score-mp20 --out benchmarks/results/csp
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/csp_chggen.py --model score-mp20 --out csp-benchmark
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from diffase.generators import load_model  # noqa: E402
 from diffase.generators.inpainting import InpaintingSettings  # noqa: E402
 from diffase.runtime import configure_threads  # noqa: E402
 from diffase.workflows.csp import CSPSettings, run_csp  # noqa: E402
-from diffase.workflows.csp_report import markdown_table, summarize, write_report  # noqa: E402
+from diffase.workflows.csp_report import (markdown_table, plot_energy_histogram, plot_success_rates,  # noqa: E402
+                                          summarize, write_report)
 from diffase.workflows.hull_references import reference_entries  # noqa: E402
 
 DEFAULT_SYSTEMS = ("Li5Si2:Li:16:2", "Li3PS4:Li:20:2", "Li13Si4:Li:16:1")
@@ -58,13 +60,16 @@ def main() -> int:
     p.add_argument("--relax-steps", type=int, default=500)
     p.add_argument("--model", default="score-mp20", help="score model name or checkpoint path")
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    p.add_argument("--out", default="benchmarks/results/csp")
+    p.add_argument("--out", default="csp-benchmark", help="folder of the per-system run folders (resumable)")
+    p.add_argument("--table", default="benchmarks/results/csp_chggen.md",
+                   help="markdown table to write; the PNGs go beside it")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
     configure_threads(1)
-    data, out = Path(args.data), Path(args.out)
+    data, out, table = Path(args.data), Path(args.out), Path(args.table)
     out.mkdir(parents=True, exist_ok=True)
+    table.parent.mkdir(parents=True, exist_ok=True)
     model = load_model(args.model, "cpu")
     train = model.meta.get("train", {})
     checkpoint = (f"{model.meta.get('path', args.model)} (training step {train.get('step', '?')}, epoch "
@@ -89,6 +94,7 @@ def main() -> int:
                                  structures=[data / t for t in TABLES], compounds_only=True,
                                  cache=folder / "reference_entries.json", fmax=0.1)
         t1 = time.perf_counter()
+        resumed = (folder / "results.jsonl").exists()
         rows = run_csp(composition, folder, settings, model=model, calculator="chgnet", reference_entries=refs,
                        device="cpu", on_result=lambda r: print(
                            f"{composition} {r['id']} {r['stage']} valid={r['valid']} "
@@ -96,7 +102,8 @@ def main() -> int:
         t2 = time.perf_counter()
         write_report(rows, folder, settings.excluded)
         all_rows += rows
-        timings.append((composition, len(refs), t1 - t0, t2 - t1))
+        timings.append((composition, len(refs), t1 - t0, t2 - t1, "yes" if resumed else "no"))
+        plot_energy_histogram(rows, table.parent / f"csp_ed_{composition}.png")
 
     summary = summarize(all_rows)
     lines = [
@@ -110,10 +117,12 @@ def main() -> int:
         f"{args.resample}, jump {args.jump}, corrector {args.inpaint_corrector}, snr 0.4; screen 1.0 A; final space "
         "group at 0.1 A / 10 deg; excluded P1, P-1; seed " + str(args.seed), "",
         markdown_table(summary), "",
-        "| system | reference entries | hull setup (s) | CSP wall time (s) |", "|---|---|---|---|",
-        *[f"| {c} | {n} | {a:.0f} | {b:.0f} |" for c, n, a, b in timings],
+        "| system | reference entries | hull setup (s) | CSP wall time (s) | resumed an earlier run |",
+        "|---|---|---|---|---|",
+        *[f"| {c} | {n} | {a:.0f} | {b:.0f} | {r} |" for c, n, a, b, r in timings],
     ]
-    (out / "csp_chggen.md").write_text("\n".join(lines) + "\n")
+    plot_success_rates(summary, table.parent / "csp_success_rates.png")
+    table.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
