@@ -6,8 +6,10 @@ Every fraction is over all ``n`` generated samples (invalid samples included in 
 * ``uniqueness``: first of its StructureMatcher class among the samples;
 * ``novelty``: matches nothing in the reference set (the training crystals); ``unique_novel``: both;
 * ``stability``: energy above hull <= ``stable_threshold`` eV/atom (0.1 by default, MatterGen's S.U.N.
-  criterion), measured only where needed, i.e. on the unique and novel samples (or a random subset of
-  them), by the function passed as ``e_above_hull`` (e.g. :class:`diffase.analysis.stability.MLIPHull`);
+  criterion), measured only where needed, i.e. on the unique, novel and structurally valid samples (or a
+  random subset of them), by the function passed as ``e_above_hull`` (e.g.
+  :class:`diffase.analysis.stability.MLIPHull`); samples with atoms closer than 0.5 Angstrom count as
+  unstable without a calculation (an MLIP graph of such a cell can take minutes and gigabytes);
 * ``sun`` = stable & unique & novel, ``vsun`` = valid & sun.
 
 Plus :func:`property_success_rate` for conditional generation (within 10% of the target).
@@ -39,9 +41,9 @@ def sun_metrics(structures: Sequence[Structure | None], reference: Sequence[Stru
 
     ``structures``: generated crystals (None for a sample that could not be decoded, e.g. a mask left).
     Without ``e_above_hull`` the stability entries are absent and only V/U/N are reported.
-    ``max_stability``: evaluate stability on at most this many unique-novel samples (a seeded random subset,
-    when MLIP relaxations of all of them are too costly); S.U.N. and V.S.U.N. are then estimated as
-    ``unique_novel * (fraction stable in the subset)`` and reported with the subset size.
+    ``max_stability``: evaluate stability on at most this many unique-novel, structurally valid samples (a
+    seeded random subset, when MLIP relaxations of all of them are too costly); S.U.N. and V.S.U.N. are then
+    estimated as ``(unique, novel, structurally valid fraction) * (fraction stable in the subset)``.
     Returns ``{"n", "fractions", "masks", "e_above_hull" (NaN where not computed), "n_stability"}``.
     """
     n = len(structures)
@@ -55,7 +57,7 @@ def sun_metrics(structures: Sequence[Structure | None], reference: Sequence[Stru
     masks = {"composition_valid": val["composition"], "structure_valid": val["structure"], "valid": val["valid"],
              "unique": uniq, "novel": novel, "unique_novel": un}
     fractions = {k: float(v.mean()) for k, v in masks.items()}
-    idx = np.flatnonzero(un)
+    idx = np.flatnonzero(un & val["structure"])  # overlapping atoms: unstable without a calculation
     if max_stability is not None and idx.size > max_stability:
         idx = np.sort(np.random.default_rng(seed).choice(idx, max_stability, replace=False))
     if e_above_hull is not None:
@@ -67,7 +69,8 @@ def sun_metrics(structures: Sequence[Structure | None], reference: Sequence[Stru
         rate = float(stable[idx].mean()) if idx.size else float("nan")
         vrate = float((stable & val["valid"])[idx].mean()) if idx.size else float("nan")
         fractions["stable_among_unique_novel"] = rate
-        fractions["sun"] = fractions["unique_novel"] * rate if idx.size else 0.0
-        fractions["vsun"] = fractions["unique_novel"] * vrate if idx.size else 0.0
+        candidates = float((un & val["structure"]).mean())
+        fractions["sun"] = candidates * rate if idx.size else 0.0
+        fractions["vsun"] = candidates * vrate if idx.size else 0.0
     return {"n": n, "fractions": fractions, "masks": masks, "e_above_hull": e_hull,
             "stable_threshold": stable_threshold, "n_stability": int(idx.size)}
