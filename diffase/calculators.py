@@ -168,7 +168,7 @@ class MatterSimPotential(MLIP):
 
 
 def mattersim_checkpoint(checkpoint: str | os.PathLike | None = None) -> Path:
-    """Path of the MatterSim checkpoint: the argument, else ``$DIFFASE_MATTERSIM_CHECKPOINT``.
+    """Absolute path of the MatterSim checkpoint: the argument, else ``$DIFFASE_MATTERSIM_CHECKPOINT``.
 
     Raises :class:`CheckpointNotFoundError` saying how to provide one (diffase never downloads weights).
     """
@@ -183,7 +183,9 @@ def mattersim_checkpoint(checkpoint: str | os.PathLike | None = None) -> Path:
     if not path.is_file():
         source = "checkpoint argument" if checkpoint is not None else MATTERSIM_CHECKPOINT_ENV
         raise CheckpointNotFoundError(f"MatterSim checkpoint {path} (from {source}) does not exist")
-    return path
+    # absolute: MatterSim treats a bare "mattersim-v1.0.0-1M.pth" (or -5M) as the name of its pretrained model and
+    # downloads it into ~/.local/mattersim instead of reading the local file
+    return path.resolve()
 
 
 def load_mlip(name: str = "chgnet", device: str = "auto", *, checkpoint: str | os.PathLike | None = None,
@@ -206,7 +208,7 @@ def load_mlip(name: str = "chgnet", device: str = "auto", *, checkpoint: str | o
     if dev.type == "cpu":
         configure_threads(num_threads)
     ckpt = mattersim_checkpoint(checkpoint) if key_name == "mattersim" else None
-    key = (key_name, str(dev), str(ckpt.resolve()) if ckpt else "")
+    key = (key_name, str(dev), str(ckpt) if ckpt else "")
     if key not in _LOADED:
         if key_name == "chgnet":
             _LOADED[key] = CHGNetPotential.load(str(dev))

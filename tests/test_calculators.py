@@ -66,7 +66,7 @@ def test_mattersim_from_env_checkpoint_batched_matches_calculator(tiny_mattersim
 
     li2o = Structure.from_file(shared_data / "pmg" / "cif_Li2O.cif")
     rattled = li2o.copy()
-    rattled.perturb(0.1, min_distance=0.05)
+    rattled.perturb(0.1, min_distance=0.05, seed=0)
     batch = single_points([li2o, rattled], mlip, stress=True)
     atoms = rattled.to_ase_atoms()
     atoms.calc = calc_a
@@ -74,3 +74,20 @@ def test_mattersim_from_env_checkpoint_batched_matches_calculator(tiny_mattersim
     np.testing.assert_allclose(batch[1].forces, atoms.get_forces(), atol=1e-4)
     np.testing.assert_allclose(batch[1].stress, atoms.get_stress(), atol=1e-5)
     assert [f.shape for f in forces([li2o, rattled], mlip)] == [(12, 3), (12, 3)]
+
+
+def test_mattersim_checkpoint_named_like_the_official_one_is_read_locally(tiny_mattersim, tmp_path, monkeypatch):
+    """MatterSim takes a bare "mattersim-v1.0.0-1M.pth" for its pretrained model and downloads it; diffase must
+    read the local file of that name instead."""
+    import shutil
+
+    import mattersim.forcefield.potential as mattersim_potential
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("MatterSim tried to download a checkpoint")
+
+    monkeypatch.setattr(mattersim_potential, "download_checkpoint", no_download)
+    shutil.copy(tiny_mattersim, tmp_path / "mattersim-v1.0.0-1M.pth")
+    monkeypatch.chdir(tmp_path)
+    mlip = load_mlip("mattersim", device="cpu", checkpoint="mattersim-v1.0.0-1M.pth")
+    assert mlip.model.model.model_args["num_blocks"] == 1  # the tiny local model, not the 1M pretrained one
