@@ -25,6 +25,10 @@ def test_vacancy_hops_are_distinct_and_sorted(shared_data, li2o_primitive):
     hops = vacancy_hops(li2o_primitive, "Li", max_hop_length=4.0)
     lengths = [h.length for h in hops]
     assert lengths == sorted(lengths) and lengths[0] == pytest.approx(2.305, abs=0.01)
+    # antifluorite Li (8c, site symmetry -43m): a/2, a/sqrt(2) and two distinct a*sqrt(3)/2 hops (one across an O,
+    # one across the empty octahedral site): equal lengths, yet not symmetry-equivalent
+    np.testing.assert_allclose(lengths, [2.305, 3.26, 3.99, 3.99], atol=0.01)
+    assert all(a != b for i, a in enumerate(hops) for b in hops[i + 1:])
     lfp = vacancy_hops(Structure.from_file(shared_data / "pmg" / "cif_LiFePO4.cif"), "Li")
     assert lfp[0].length == pytest.approx(3.03, abs=0.02)  # the b-axis channel hop
     assert supercell_repeats(lfp[0].symm_structure, 10.0) == (1, 2, 3)
@@ -39,6 +43,8 @@ def test_li2o_vacancy_barrier_and_climbing_image(li2o_primitive, tmp_path):
     assert result.converged
     assert 0.1 < result.barrier < 0.8  # eV; DFT and experiment put Li vacancy migration in Li2O at ~0.3-0.5 eV
     assert result.climbing_index == int(np.argmax(result.energies))
+    # the climbing image sits at the top of the band: the force-consistent spline peaks there, not between images
+    assert result.fit_energies.max() <= result.energies[result.climbing_index] + 1e-3
     assert result.energies[0] == 0.0 and abs(result.delta_energy) < 0.02  # symmetric hop
     png = plot_neb(result, tmp_path / "neb.png")
     assert png.stat().st_size > 10_000

@@ -5,6 +5,7 @@ import pytest
 from ase.io import read
 from pymatgen.core import Structure
 
+from diffase.calculators import get_calculator
 from diffase.errors import InvalidStructureError
 from diffase.simulate import forces, relax, relax_many, single_points
 
@@ -61,6 +62,12 @@ def test_batched_single_points_match_calculator(shared_data):
     np.testing.assert_allclose(batch[2].forces, one.forces, atol=1e-3)
     assert [f.shape for f in forces(cells)] == [(12, 3), (12, 3), (28, 3)]
     assert -8 < batch[2].energy_per_atom < -7  # LiFePO4 on the MP2020 scale, eV/atom
+    # the batched path (energy per atom x n, stress GPa -> eV/A^3, Voigt) agrees with the ASE calculator
+    atoms = cells[2].copy()
+    atoms.calc = get_calculator("chgnet")
+    assert batch[2].energy == pytest.approx(atoms.get_potential_energy(), abs=1e-3)
+    np.testing.assert_allclose(batch[2].forces, atoms.get_forces(), atol=1e-3)
+    np.testing.assert_allclose(batch[2].stress, atoms.get_stress(), atol=1e-5)
 
 
 def test_overlapping_atoms_are_named(shared_data):
