@@ -98,7 +98,7 @@ def write_index(folder: str | Path) -> Path:
                          f"{float(npz['efermi']):.4f}", int(np.isfinite(bader).all()),
                          int(npz["format_version"]) if "format_version" in npz.files else 1])
     index = folder / "index.csv"
-    tmp = folder / "index.csv.part"
+    tmp = folder / f"index.csv.{os.getpid()}.part"  # one per process: shards finishing together must not share it
     with open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(INDEX_COLUMNS)
