@@ -142,13 +142,12 @@ def migration_barriers(structure: StructureLike, species: str = "Li",
 def plot_neb(results: NEBResult | Sequence[NEBResult], path: str | Path, *, title: str | None = None) -> Path:
     """PNG of energy (eV, relative to the initial endpoint) along the band (Angstrom): images as markers,
     ASE's spline fit as a line, the climbing image circled; one curve per hop."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a Figure, not pyplot: the caller's backend and open figures stay as they are
+    from matplotlib.figure import Figure
 
     results = [results] if isinstance(results, NEBResult) else list(results)
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.subplots()
     for k, r in enumerate(results):
         color = f"C{k % 10}"
         ax.plot(r.fit_path, r.fit_energies, "-", color=color,
@@ -163,5 +162,4 @@ def plot_neb(results: NEBResult | Sequence[NEBResult], path: str | Path, *, titl
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

@@ -105,14 +105,13 @@ def percolation_dimension(mask: np.ndarray, connectivity: int = 26) -> int:
 def plot_site_density(density: SiteDensity, path: str | Path, *, min_visits: int = 1) -> Path:
     """PNG of the pathway: the density summed along a, b and c in turn (fractional axes), with the starting
     positions of the species (white) and of the other atoms (grey) projected on top."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a Figure, not pyplot: the caller's backend and open figures stay as they are
+    from matplotlib.figure import Figure
 
     frac = density.structure.frac_coords % 1.0
     is_species = np.array([site.specie.symbol == density.species for site in density.structure])
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    fig = Figure(figsize=(12, 4))
+    axes = fig.subplots(1, 3)
     for axis, ax in enumerate(axes):
         u, v = [k for k in range(3) if k != axis]
         image = density.density.sum(axis=axis)
@@ -130,5 +129,4 @@ def plot_site_density(density: SiteDensity, path: str | Path, *, min_visits: int
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -1,6 +1,8 @@
-"""PNG figures of electronic fields: density slices, a density isosurface, overlaid site DOS (matplotlib, Agg).
+"""PNG figures of electronic fields: density slices, a density isosurface, overlaid site DOS.
 
-Isosurfaces use scikit-image's marching cubes (``pip install scikit-image``, in the ``electronic`` extra).
+Figures are matplotlib ``Figure`` objects saved straight to PNG, never pyplot: the caller's backend and open figures
+stay as they are. Isosurfaces use scikit-image's marching cubes (``pip install scikit-image``, in the ``electronic``
+extra).
 """
 
 from __future__ import annotations
@@ -9,16 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 from pymatgen.core import Structure
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_density_slices(
@@ -35,7 +29,6 @@ def plot_density_slices(
     Each panel is drawn in Cartesian coordinates of the two in-plane lattice vectors (skewed cells look skewed);
     atoms within half a grid step of the plane are marked. ``log`` colours by log10(rho).
     """
-    plt = _pyplot()
     rho = np.asarray(rho, dtype=np.float64)
     u, v = [i for i in range(3) if i != axis]
     a, b = structure.lattice.matrix[u], structure.lattice.matrix[v]
@@ -46,7 +39,8 @@ def plot_density_slices(
     fu, fv = np.meshgrid(np.linspace(0, 1, rho.shape[u] + 1), np.linspace(0, 1, rho.shape[v] + 1), indexing="ij")
     corners = fu[..., None] * a + fv[..., None] * b
     x, y = corners @ ex, corners @ ey
-    fig, axes = plt.subplots(1, len(fractions), figsize=(4.2 * len(fractions), 3.8), squeeze=False)
+    fig = Figure(figsize=(4.2 * len(fractions), 3.8))
+    axes = fig.subplots(1, len(fractions), squeeze=False)
     values = np.log10(np.clip(rho, 1e-6, None)) if log else rho
     vmin, vmax = values.min(), values.max()
     for ax, frac in zip(axes[0], fractions):
@@ -64,7 +58,6 @@ def plot_density_slices(
     fig.colorbar(mesh, ax=axes[0].tolist(), label="log10 rho (e/A^3)" if log else "rho (e/A^3)")
     path = Path(path)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -76,7 +69,6 @@ def plot_isosurface(structure: Structure, rho: np.ndarray, path: str | Path, *, 
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
     from skimage.measure import marching_cubes
 
-    plt = _pyplot()
     rho = np.asarray(rho, dtype=np.float64)
     level = float(rho.mean()) if level is None else float(level)
     if not rho.min() < level < rho.max():
@@ -84,7 +76,7 @@ def plot_isosurface(structure: Structure, rho: np.ndarray, path: str | Path, *, 
     closed = np.pad(rho, [(0, 1)] * 3, mode="wrap")
     verts, faces, _, _ = marching_cubes(closed, level)
     cart = (verts / np.array(rho.shape)) @ structure.lattice.matrix
-    fig = plt.figure(figsize=(6, 6))
+    fig = Figure(figsize=(6, 6))
     ax = fig.add_subplot(projection="3d")
     ax.add_collection3d(Poly3DCollection(cart[faces], alpha=0.35, facecolor="tab:blue", edgecolor="none"))
     for i, j, k in [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1)]:
@@ -104,7 +96,6 @@ def plot_isosurface(structure: Structure, rho: np.ndarray, path: str | Path, *, 
     ax.set_box_aspect(np.maximum(span, 1e-3))
     path = Path(path)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -120,10 +111,10 @@ def plot_site_dos(
 
     ``energies`` (P,) is E - E_F in eV; at most ``max_sites`` sites are drawn.
     """
-    plt = _pyplot()
     arrays = {name: np.atleast_2d(np.asarray(d)) for name, d in dos_sets.items()}
     n_sites = min(max_sites, min(a.shape[0] for a in arrays.values()))
-    fig, axes = plt.subplots(n_sites, 1, figsize=(6.5, 1.6 * n_sites + 0.6), sharex=True, squeeze=False)
+    fig = Figure(figsize=(6.5, 1.6 * n_sites + 0.6))
+    axes = fig.subplots(n_sites, 1, sharex=True, squeeze=False)
     for i, ax in enumerate(axes[:, 0]):
         for name, array in arrays.items():
             ax.plot(energies, array[i], lw=1.0, label=name)
@@ -135,5 +126,4 @@ def plot_site_dos(
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
