@@ -24,7 +24,8 @@ def plot_density_slices(
     fractions: Sequence[float] = (0.0, 0.25, 0.5),
     log: bool = True,
 ) -> Path:
-    """Draw planes of ``rho`` (n1, n2, n3) e/A^3 at fractional coordinates ``fractions`` along lattice ``axis``.
+    """Draw the grid planes of ``rho`` (n1, n2, n3) e/A^3 nearest the fractional coordinates ``fractions`` along
+    lattice ``axis`` (each panel is titled with the plane drawn).
 
     Each panel is drawn in Cartesian coordinates of the two in-plane lattice vectors (skewed cells look skewed);
     atoms within half a grid step of the plane are marked. ``log`` colours by log10(rho).
@@ -43,8 +44,10 @@ def plot_density_slices(
     axes = fig.subplots(1, len(fractions), squeeze=False)
     values = np.log10(np.clip(rho, 1e-6, None)) if log else rho
     vmin, vmax = values.min(), values.max()
-    for ax, frac in zip(axes[0], fractions):
-        plane = np.take(values, int(round(frac * rho.shape[axis])) % rho.shape[axis], axis=axis)
+    for ax, wanted in zip(axes[0], fractions):
+        k = round(wanted * rho.shape[axis]) % rho.shape[axis]  # the grid plane nearest the fraction asked for
+        frac = k / rho.shape[axis]
+        plane = np.take(values, k, axis=axis)
         mesh = ax.pcolormesh(x, y, plane, shading="flat", cmap="viridis", vmin=vmin, vmax=vmax)
         near = np.abs(((structure.frac_coords[:, axis] - frac + 0.5) % 1.0) - 0.5) < 0.5 / rho.shape[axis]
         for site in np.array(structure)[near]:
