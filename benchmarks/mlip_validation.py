@@ -122,8 +122,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mlip_validation.md")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
-    mlip = load_mlip("chgnet", device="cpu", num_threads=1)
+    mlip = load_mlip("chgnet", device="cpu", num_threads=1)  # one torch thread (diffase.runtime)
     info = machine()
     print(info, flush=True)
 

@@ -16,7 +16,6 @@ import time
 import warnings
 from pathlib import Path
 
-import torch
 from pymatgen.core import Structure
 
 from diffase.calculators import load_mlip
@@ -31,8 +30,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
-    mlip = load_mlip("chgnet", device="cpu", num_threads=1)
+    mlip = load_mlip("chgnet", device="cpu", num_threads=1)  # one torch thread (diffase.runtime)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
     t0 = time.perf_counter()

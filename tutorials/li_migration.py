@@ -28,7 +28,7 @@ args = parser.parse_args()
 data, out = Path(args.data), Path(args.out)
 out.mkdir(exist_ok=True)
 
-# 1. relax the primitive cell (positions + cell, FIRE, fmax 0.1 eV/A)
+# 1. relax the primitive cell (positions + cell, FIRE, fmax 0.05 eV/A)
 li2o = SpacegroupAnalyzer(Structure.from_file(data / "pmg" / "cif_Li2O.cif")).get_primitive_standard_structure()
 relaxed = relax(li2o, "chgnet", fmax=0.05)
 print(f"relaxed: {relaxed.final_energy_per_atom:.3f} eV/atom, a = {relaxed.structure.lattice.a:.3f} A, "
