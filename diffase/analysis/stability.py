@@ -54,9 +54,11 @@ class Stability:
 
     e_above_hull: energy above the hull of the references (the entry itself not part of it); negative when
     the entry lies below that hull. decomposition_energy: energy relative to the hull of every *other*
-    composition (pymatgen ``get_decomp_and_phase_separation_energy``): negative for a phase that would be
-    stable, positive (then equal to e_above_hull) otherwise. decomposition: the competing phases and their
-    fractions (by atoms) at the entry's composition.
+    composition (pymatgen ``get_decomp_and_phase_separation_energy``, Bartel et al. 2020): negative for a phase
+    that would be stable against them. When no reference shares the entry's composition it equals e_above_hull;
+    for a polymorph of a reference composition the references of that composition are left out of it, so it
+    can be negative while e_above_hull is positive. decomposition: the competing phases and their fractions (by
+    atoms) at the entry's composition.
     """
 
     entry: ComputedEntry
