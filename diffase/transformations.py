@@ -43,6 +43,7 @@ def evaluate_candidate(candidate: GuestCandidate, potential, *, relax: bool, ref
     ``max_displacement`` (Angstrom), ``relax_steps``, ``converged``, ``sample_index``, ``host_index``,
     ``method``, ``refined``. A candidate with overlapping atoms gets ``valid=False`` and an ``error``.
     """
+    from diffase.simulate.inputs import MIN_DISTANCE
     from diffase.simulate.relax import relax as mlip_relax
     from diffase.simulate.single_point import single_points
 
@@ -60,7 +61,7 @@ def evaluate_candidate(candidate: GuestCandidate, potential, *, relax: bool, ref
                        relax_delta_e=r.final_energy_per_atom - r.initial_energy_per_atom,
                        max_displacement=r.max_displacement, relax_steps=r.steps, converged=r.converged)
         else:
-            sp = single_points([start], potential, min_distance=0.5)[0]
+            sp = single_points([start], potential, min_distance=MIN_DISTANCE)[0]
             out.update(structure=start, energy_per_atom=sp.energy_per_atom, fmax_before_relax=sp.fmax)
     except InvalidStructureError as err:
         out.update(structure=candidate.structure, valid=False, error=str(err), energy_per_atom=float("inf"))
