@@ -123,10 +123,12 @@ def main() -> None:
             lines.append(f"| {key} | {f[key]:.3f} |")
     if "sun" in f:
         note = (f"Stability: CHGNet relaxation (FIRE, fmax 0.1 eV/A, <= {args.relax_steps} steps) of "
-                f"{metrics['n_stability']} unique-novel samples (seeded random subset), E_hull against MP "
+                f"{metrics['n_stability']} unique-novel, structurally valid samples (seeded random subset), "
+                "E_hull against MP "
                 "elemental references + CHGNet single-point energies of the MP-20 train + validation crystals "
                 "(20,296) in the same chemical systems; this hull misses phases outside MP-20, so E_hull is "
-                "optimistic; stable = E_hull <= 0.1 eV/atom; S.U.N. = unique_novel x stable fraction.")
+                "optimistic; stable = E_hull <= 0.1 eV/atom; S.U.N. = (unique, novel, structurally valid "
+                "fraction) x stable fraction of the subset.")
         lines += ["", note]
     (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
     (ROOT / "benchmarks" / "results" / f"joint_sun-{name}.md").write_text("\n".join(lines) + "\n")
