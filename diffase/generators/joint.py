@@ -302,6 +302,9 @@ class JointModel:
 
         from diffase.data.io import append_extxyz
 
+        self._check_guidance(kw.get("conditions"), kw.get("guidance_scale"))  # bad input fails before any output
+        if kw.get("conditions"):
+            self.condition_values(kw["conditions"], 1)
         path = Path(path)
         state_file = path.with_name(path.name + ".progress.json")
         settings = {"n": n, "batch_size": batch_size, "seed": seed, **{k: repr(v) for k, v in kw.items()}}
