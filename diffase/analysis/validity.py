@@ -18,8 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 from pymatgen.core import Composition, Structure
 
-#: Smallest allowed interatomic distance of a valid structure, Angstrom (CDVAE).
-MIN_DISTANCE = 0.5
+from diffase.data.structures import MIN_DISTANCE
 
 
 def composition_valid(composition: Composition | str, max_combinations: int = 10**5) -> bool:
@@ -44,7 +43,8 @@ def structure_valid(structure: Structure, min_distance: float = MIN_DISTANCE, mi
     dist = structure.distance_matrix + np.diag(np.full(len(structure), np.inf))
     if len(structure) and dist.min() < min_distance:
         return False
-    return min(structure.lattice.abc) >= min_distance  # an atom's own periodic image
+    # an atom's own periodic image: the shortest lattice vector is in the Niggli-reduced basis
+    return min(structure.lattice.get_niggli_reduced_lattice().abc) >= min_distance
 
 
 def validity(structures: Sequence[Structure | None]) -> dict[str, np.ndarray]:

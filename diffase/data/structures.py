@@ -22,6 +22,10 @@ StructureLike = Union[Structure, Atoms]
 #: Largest atomic number diffase models can embed (Z = 1 .. MAX_Z).
 MAX_Z = 100
 
+#: Atoms closer than this (Angstrom, periodic images included) overlap: CDVAE's structural-validity
+#: criterion, and the distance below which MLIP forces are meaningless.
+MIN_DISTANCE = 0.5
+
 
 def to_structure(obj: StructureLike, *, name: str | None = None) -> Structure:
     """Return ``obj`` as an ordered, periodic pymatgen ``Structure``; raise a clear error otherwise.

@@ -20,7 +20,7 @@ from scipy.spatial import cKDTree
 from diffase.errors import HostTooDenseError, UnknownElementError
 
 #: Default minimum guest-host and guest-guest distances of the capacity check, Angstrom.
-MIN_DISTANCE = 1.4
+GUEST_MIN_DISTANCE = 1.4
 
 
 def parse_guests(host: Structure, guest: str | Mapping[str, int], count: int | None = None,
@@ -71,8 +71,8 @@ def _free_points(host: Structure, spacing: float, min_host_distance: float) -> n
     return (frac @ lattice.matrix)[dist >= min_host_distance]
 
 
-def guest_capacity(host: Structure, *, min_host_distance: float = MIN_DISTANCE,
-                   min_guest_distance: float = MIN_DISTANCE, spacing: float = 0.3, limit: int | None = None) -> int:
+def guest_capacity(host: Structure, *, min_host_distance: float = GUEST_MIN_DISTANCE,
+                   min_guest_distance: float = GUEST_MIN_DISTANCE, spacing: float = 0.3, limit: int | None = None) -> int:
     """Number of guests greedily packable into ``host`` (stops counting at ``limit``)."""
     points = _free_points(host, spacing, min_host_distance)
     inv = host.lattice.inv_matrix
@@ -86,8 +86,8 @@ def guest_capacity(host: Structure, *, min_host_distance: float = MIN_DISTANCE,
     return placed
 
 
-def check_capacity(host: Structure, guests: Mapping[str, int], *, min_host_distance: float = MIN_DISTANCE,
-                   min_guest_distance: float = MIN_DISTANCE, name: str | None = None) -> None:
+def check_capacity(host: Structure, guests: Mapping[str, int], *, min_host_distance: float = GUEST_MIN_DISTANCE,
+                   min_guest_distance: float = GUEST_MIN_DISTANCE, name: str | None = None) -> None:
     """Raise :class:`HostTooDenseError` when ``host`` cannot hold the requested guests."""
     wanted = sum(guests.values())
     room = guest_capacity(host, min_host_distance=min_host_distance, min_guest_distance=min_guest_distance,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from pymatgen.core import Structure
 
-from diffase.generators.guests import MIN_DISTANCE, guest_species_list
+from diffase.generators.guests import GUEST_MIN_DISTANCE, guest_species_list
 from diffase.generators.inpainting import GuestCandidate, with_guests
 
 EnergyFn = Callable[[Sequence[Structure]], Sequence[float]]
@@ -49,7 +49,7 @@ def voronoi_insertion(
     energy_fn: EnergyFn,
     *,
     beam_width: int = 1,
-    min_distance: float = MIN_DISTANCE,
+    min_distance: float = GUEST_MIN_DISTANCE,
     host_index: int = 0,
     sites: np.ndarray | None = None,
 ) -> list[GuestCandidate]:

@@ -12,11 +12,8 @@ from ase import Atoms
 from ase.neighborlist import neighbor_list
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from diffase.data.structures import StructureLike, to_structure
+from diffase.data.structures import MIN_DISTANCE, StructureLike, to_structure
 from diffase.errors import InvalidStructureError
-
-#: Default shortest allowed interatomic distance (Angstrom); shorter pairs are reported as overlapping.
-MIN_DISTANCE = 0.5
 
 
 def check_overlaps(atoms: Atoms, min_distance: float = MIN_DISTANCE, *, name: str | None = None) -> None:
