@@ -260,6 +260,19 @@ def test_condition_given_defaults_to_conditional_and_unknown_condition_is_an_err
         next(model.sample(2, conditions={"density": 3.0}, num_levels=5))
 
 
+def test_space_group_condition_means_the_same_class_in_training_and_sampling():
+    from diffase.train.joint_trainer import condition_arrays
+
+    rec = structure_to_record(rocksalt())  # Fm-3m, number 225
+    values, [spec] = condition_arrays(["space_group"], [rec], ["nacl"], ELEMENTS, None)
+    model = tiny_model(conditions=[spec])
+    asked = model.condition_values({"space_group": 225}, 1)["space_group"]
+    assert values["space_group"][0] == asked[0] == 225
+    for bad in (231, 2.5, -1):
+        with pytest.raises(ValueError, match="class index"):
+            model.condition_values({"space_group": bad}, 1)
+
+
 # --- sampling: masks, templates, seeds, invalid samples ---------------------------------------------
 def test_fixed_fields_end_exactly_as_given():
     model = tiny_model()

@@ -143,8 +143,9 @@ class JointModel:
 
     # --- conditions -----------------------------------------------------------------------------------
     def condition_values(self, conditions: dict, n: int) -> dict[str, np.ndarray]:
-        """Per-crystal arrays for user conditions: a number (scalar), a class index (categorical), or a
-        chemical system ``"Li-Fe-O"`` / element list (multi-hot over the model's elements)."""
+        """Per-crystal arrays for user conditions: a number (scalar), a class index (categorical; a space
+        group by its international number), or a chemical system ``"Li-Fe-O"`` / element list (multi-hot over
+        the model's elements)."""
         specs = self.condition_specs
         out = {}
         for name, value in conditions.items():
@@ -161,7 +162,11 @@ class JointModel:
                 vec[[self.elements.index(z) for z in zs]] = 1.0
                 out[name] = np.tile(vec, (n, 1))
             else:
-                out[name] = np.full(n, float(value))
+                number = float(value)
+                if spec.kind == "categorical" and not (number.is_integer() and 0 <= number < spec.dim):
+                    raise ValueError(f"condition {name!r} is a class index in 0..{spec.dim - 1} (a space group is "
+                                     f"its number 1..230), got {value!r}")
+                out[name] = np.full(n, number)
         return out
 
     # --- score ----------------------------------------------------------------------------------------

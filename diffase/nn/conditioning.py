@@ -5,7 +5,8 @@ A condition is declared by a :class:`ConditionSpec` and read from the batch key 
 
 * ``scalar`` (band gap eV, formation energy eV/atom, density g/cm^3, ...): ``(value - mean) / std`` through
   sinusoidal features and a linear map;
-* ``categorical`` (space group 1..230, ...): class index -> one-hot -> linear map;
+* ``categorical`` (space group, ...): class index 0..dim-1 -> one-hot -> linear map (the space group's
+  class is its international number 1..230, so its ``dim`` is 231);
 * ``multi_hot`` (chemical system: one entry per element or element group): the vector -> linear map.
 
 A NaN value (or a missing key) means "not given" and selects the condition's learned null embedding;

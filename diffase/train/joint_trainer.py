@@ -62,7 +62,7 @@ def computed_condition(name: str, record: dict, elements: Sequence[int]) -> np.n
         return np.array(float(structure.density))
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-    return np.array(SpacegroupAnalyzer(structure, symprec=0.1).get_space_group_number() - 1.0)
+    return np.array(float(SpacegroupAnalyzer(structure, symprec=0.1).get_space_group_number()))
 
 
 def condition_arrays(names: Sequence[str], records: Sequence[dict], ids: Sequence[str], elements: Sequence[int],
@@ -87,7 +87,8 @@ def condition_arrays(names: Sequence[str], records: Sequence[dict], ids: Sequenc
                 raise ValueError(f"condition {name!r}: no training crystal has a value")
             specs.append(ConditionSpec(name, "scalar", 1, float(known.mean()), float(known.std() or 1.0)))
         else:
-            specs.append(ConditionSpec(name, kind, 230 if name == "space_group" else len(elements)))
+            # space groups are classes by international number 1..230 (class 0 unused), as users give them
+            specs.append(ConditionSpec(name, kind, 231 if name == "space_group" else len(elements)))
     return values, specs
 
 
