@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from pymatgen.core import Lattice, Structure
+from pymatgen.io.ase import AseAtomsAdaptor
 
 from diffase import hub
 from diffase.analysis.matching import (
@@ -227,6 +228,12 @@ def test_pipeline_is_invariant_to_the_choice_of_unit_cell():
                      torch.linalg.norm(res[F.CELL], dim=-1)))
     for a, b in zip(*outs):
         assert torch.allclose(a, b, atol=1e-8)
+    # through the generator, which reduces every input itself: the re-chosen cell given as ASE Atoms
+    model, kw = tiny_model(), {"t_start": 0.3, "num_levels": 5, "seed": 0}
+    [[x]] = model.sample_from([s], **kw)
+    [[y]] = model.sample_from([AseAtomsAdaptor.get_atoms(rechosen)], **kw)
+    d = x[F.FRAC_COORDS] - y[F.FRAC_COORDS]
+    assert np.allclose(x[F.CELL], y[F.CELL], atol=1e-8) and np.allclose(d, np.round(d), atol=1e-8)
 
 
 # --- guidance ---------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from pymatgen.core import Element, Structure
 
 from diffase.data import fields as F
 from diffase.data.batch import collate, split, to_device
-from diffase.data.structures import check_elements, structure_to_record
+from diffase.data.structures import check_elements, structure_to_record, to_structure
 from diffase.diffusion.d3pm import AbsorbingD3PM
 from diffase.diffusion.ddpm import LatticeDDPM
 from diffase.diffusion.guidance import guided_score_fn
@@ -256,7 +256,8 @@ class JointModel:
                     conditions: dict | None = None, guidance_scale: float | None = None, batch_size: int = 64,
                     num_levels: int | None = None, n_corrector: int = 1, seed: int | None = None,
                     progress: bool = False) -> Iterator[list[dict]]:
-        """Generate from given crystals (``Structure``/``Atoms``, each in its Niggli-reduced cell).
+        """Generate from given crystals (``Structure``/``Atoms``), each taken in its Niggli-reduced cell (same
+        crystal, same site order: the cell the model was trained on, whatever cell the input uses).
 
         ``t_start`` in (0, 1]: start from the crystals noised to that time (a template) instead of the prior.
         ``fix_lattice``: keep every cell; ``fix_types`` / ``fix_coords``: True (all atoms) or one bool array per
@@ -267,9 +268,8 @@ class JointModel:
         if t_start is not None and not 0 < t_start <= 1:
             raise ValueError(f"t_start must be in (0, 1], got {t_start}")
         scale = self._check_guidance(conditions, guidance_scale)
-        records = encode_records([structure_to_record(s.get_reduced_structure() if isinstance(s, Structure) else s,
-                                                      name=f"structure {i}") for i, s in enumerate(structures)],
-                                 self.elements)
+        records = encode_records([structure_to_record(to_structure(s, name=f"structure {i}").get_reduced_structure())
+                                  for i, s in enumerate(structures)], self.elements)
         processes = self._processes(num_levels)
         n_lev = processes["types"].num_levels
         start = n_lev - 1 if t_start is None else max(0, round(t_start * n_lev) - 1)
