@@ -3,6 +3,7 @@ invalid samples, training/checkpoint/CLI smoke runs, and the S.U.N. metrics."""
 
 import math
 
+import ase.io
 import numpy as np
 import pytest
 import torch
@@ -369,6 +370,7 @@ def test_train_resume_load_and_generate_cli(shared_data, isolated, capsys):
     assert main(args) == 0
     state = (isolated / "gen.extxyz.progress.json").read_text()
     assert '"batches": 2' in state
+    assert [a.info["sample"] for a in ase.io.read(gen, ":")] == [0, 1, 2]  # run-wide indices across batches
     assert main(args) == 0  # a finished run started again writes nothing more
     assert (isolated / "gen.extxyz.progress.json").read_text() == state
     assert main(args[:-4] + ["--seed", "5"]) == 2

@@ -299,8 +299,8 @@ class JointModel:
         """Sample ``n`` crystals into the extxyz file ``path``, appending each batch as soon as it is done.
 
         A run interrupted and started again with the same arguments resumes after the last complete batch
-        (a sidecar ``<path>.progress.json`` records the batches written). Invalid samples are not written
-        but counted. ``progress`` shows one bar over crystals and one over the levels of the current batch.
+        (a sidecar ``<path>.progress.json`` records the batches written). Each frame's ``sample`` info is its
+        index in the run (0..n-1); invalid samples are not written but counted. ``progress`` shows one bar over crystals and one over the levels of the current batch.
         Returns ``{"written": ..., "invalid": ..., "path": ...}``.
         """
         from tqdm.auto import tqdm
@@ -326,8 +326,9 @@ class JointModel:
                    disable=not progress)
         for records in self.sample(n, batch_size=batch_size, seed=seed, start_batch=state["batches"],
                                    progress=progress, **kw):
-            good = [r for r in records if r["valid"]]
-            append_extxyz(path, [record_to_structure(r) for r in good], [{"sample": i} for i in range(len(good))])
+            first = state["batches"] * batch_size  # "sample": index of the crystal in the whole run
+            good = [(first + i, r) for i, r in enumerate(records) if r["valid"]]
+            append_extxyz(path, [record_to_structure(r) for _, r in good], [{"sample": i} for i, _ in good])
             state["batches"] += 1
             state["written"] += len(good)
             state["invalid"] += len(records) - len(good)
