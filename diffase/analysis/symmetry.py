@@ -7,7 +7,10 @@ Everything goes through pymatgen's ``SpacegroupAnalyzer`` (spglib underneath):
 * :func:`symmetrize_by_ladder`: the CHGGen framework step. Try increasing tolerances (site tolerance
   0.1 -> 2.0 Angstrom, angle 10 -> 30 degrees, :data:`TOLERANCE_LADDER`) until the space group is not in the
   excluded low-symmetry set (P1 / P-1 by default), then take spglib's refined (conventional standard)
-  cell and its primitive standard cell: atoms are moved onto the symmetric positions found.
+  cell and its primitive standard cell: atoms are moved onto the symmetric positions found. The ladder stops
+  at the *first* allowed group, which for a distorted crystal is often a subgroup of the ideal one (Cm for
+  perturbed diamond, as spglib finds a mirror at a smaller tolerance than the full Fd-3m); exclude more
+  groups (e.g. ``range(1, 16)``, triclinic and monoclinic) to push on to higher symmetry.
 * :func:`symmetry_success_rate`: the fraction of structures whose space group is not excluded.
 
 Space groups are handled as international numbers (1 = P1, 2 = P-1); :func:`parse_space_groups` turns
