@@ -26,6 +26,8 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
+from diffase.hub import read_checkpoint
+
 LossFn = Callable[[torch.nn.Module, Sequence, torch.Generator | None], tuple[torch.Tensor, dict]]
 
 
@@ -53,9 +55,10 @@ class LoopConfig:
 
 
 def read_resume_state(out_dir: str | Path) -> dict | None:
-    """The ``last.pt`` of a run folder (``weights_only=True``), or None for a fresh run."""
+    """The ``last.pt`` of a run folder, read like every checkpoint (:func:`diffase.hub.read_checkpoint`,
+    ``weights_only=True``), or None for a fresh run."""
     last = Path(out_dir) / "last.pt"
-    return torch.load(last, map_location="cpu", weights_only=True) if last.exists() else None
+    return read_checkpoint(last) if last.exists() else None
 
 
 def _save(path: Path, ckpt: dict) -> None:
