@@ -26,6 +26,22 @@ def image_ranges(cell: torch.Tensor, cutoff: float) -> torch.Tensor:
     return torch.ceil(cutoff * recip.norm(dim=-1) - 1e-9).clamp(min=0).long()
 
 
+def all_pairs(num_atoms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """All ordered atom pairs ``(i, j)`` within each crystal of a flat batch, self-pairs included.
+
+    ``num_atoms`` (B,) int64; returns two (sum n^2,) int64 atom indices, grouped by crystal, row-major.
+    """
+    device = num_atoms.device
+    atom_start = torch.cumsum(num_atoms, 0) - num_atoms
+    n_pair = num_atoms * num_atoms
+    graph = torch.repeat_interleave(torch.arange(len(num_atoms), device=device), n_pair)
+    local = torch.arange(int(n_pair.sum()), device=device) - torch.repeat_interleave(
+        torch.cumsum(n_pair, 0) - n_pair, n_pair
+    )
+    n = num_atoms[graph]
+    return atom_start[graph] + local // n, atom_start[graph] + local % n
+
+
 def radius_graph_pbc(batch: dict[str, torch.Tensor], cutoff: float) -> tuple[torch.Tensor, torch.Tensor]:
     """All directed pairs ``(i, j, shift)`` with ``|pos_j + shift @ cell - pos_i| < cutoff`` (Angstrom).
 
@@ -53,16 +69,8 @@ def radius_graph_pbc(batch: dict[str, torch.Tensor], cutoff: float) -> tuple[tor
         n_shift = keep.sum(1)  # (B,)
         shift_start = torch.cumsum(n_shift, 0) - n_shift
 
-        # all ordered atom pairs within each crystal
-        atom_start = torch.cumsum(counts, 0) - counts
-        n_pair = counts * counts
-        pair_graph = torch.repeat_interleave(torch.arange(len(counts), device=device), n_pair)
-        local = torch.arange(int(n_pair.sum()), device=device) - torch.repeat_interleave(
-            torch.cumsum(n_pair, 0) - n_pair, n_pair
-        )
-        ci = counts[pair_graph]
-        src = atom_start[pair_graph] + local // ci
-        dst = atom_start[pair_graph] + local % ci
+        src, dst = all_pairs(counts)
+        pair_graph = graph[src]
 
         # every (pair, translation) of the same crystal
         reps = n_shift[pair_graph]

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from diffase.data import fields as F
+from diffase.data.neighbors import all_pairs
 from diffase.nn.conditioning import (
     ConditionEmbedding,
     ConditionSpec,
@@ -60,17 +61,6 @@ class JointDenoiserConfig:
     @property
     def condition_specs(self) -> list[ConditionSpec]:
         return [c if isinstance(c, ConditionSpec) else ConditionSpec(**c) for c in self.conditions]
-
-
-def fully_connected_edges(num_atoms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """All ordered pairs (i, j) of atoms within each crystal, self-pairs included: two (sum n^2,) index tensors."""
-    device = num_atoms.device
-    ptr = torch.cumsum(num_atoms, 0) - num_atoms
-    n2 = num_atoms**2
-    graph = torch.repeat_interleave(torch.arange(num_atoms.shape[0], device=device), n2)
-    local = torch.arange(int(n2.sum()), device=device) - torch.repeat_interleave(torch.cumsum(n2, 0) - n2, n2)
-    n = num_atoms[graph]
-    return local // n + ptr[graph], local % n + ptr[graph]
 
 
 def _mean_over(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
@@ -133,7 +123,7 @@ class JointDenoiser(nn.Module):
         if self.node_cond is not None:
             h = h + self.node_cond(batch[F.NODE_COND].to(frac.dtype))
 
-        edge_i, edge_j = fully_connected_edges(num_atoms)
+        edge_i, edge_j = all_pairs(num_atoms)
         args = (frac[edge_j] - frac[edge_i]).unsqueeze(-1) * self.freqs.to(frac.dtype)  # (E, 3, k)
         edge_feat = torch.cat([torch.sin(args), torch.cos(args)], dim=-1).reshape(edge_i.shape[0], -1)
         gram = cell @ cell.transpose(-1, -2)
