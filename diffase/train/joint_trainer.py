@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from diffase.data import fields as F
+from diffase.data.batch import to_device
 from diffase.data.dataset import load_records
 from diffase.data.structures import record_to_structure
 from diffase.generators.joint import (
@@ -99,7 +100,7 @@ def joint_loss(net: JointDenoiser, processes: dict, items: Sequence[dict], *, p_
     device = next(net.parameters()).device
     names = list(items[0]["cond"])
     conds = {name: np.stack([it["cond"][name] for it in items]) for name in names}
-    batch = {k: v.to(device) for k, v in make_batch([it["record"] for it in items], conds).items()}
+    batch = to_device(make_batch([it["record"] for it in items], conds), device)
     types, coords, lattice = processes["types"], processes["coords"], processes["lattice"]
     n_graph, graph = batch[F.NUM_ATOMS].shape[0], batch[F.BATCH]
     steps = torch.randint(1, types.num_steps + 1, (n_graph,), generator=generator, device=device)
