@@ -25,6 +25,8 @@ from diffase.data.structures import structure_to_record
 from diffase.diffusion.d3pm import AbsorbingD3PM, posterior_probs
 from diffase.diffusion.ddpm import LatticeDDPM
 from diffase.diffusion.guidance import guided_score_fn
+from diffase.diffusion.sampler import sample
+from diffase.diffusion.schedules import monotone_schedule
 from diffase.diffusion.wrapped_normal import (
     WrappedNormalProcess,
     score_second_moment,
@@ -173,6 +175,57 @@ def test_d3pm_loss_is_finite_and_zero_on_unmasked_atoms_vlb():
     loss = proc.loss(logits, x0, x_t, torch.full((4,), 500))
     loss.backward()
     assert math.isfinite(loss.item()) and logits.grad[2:].abs().sum() == 0
+
+
+# --- the three processes in the one sampler loop ---------------------------------------------------
+def test_training_targets_are_what_the_predictor_reads():
+    """A last step fed the training target of a point mass lands exactly on it (sign and scale agree)."""
+    wn, lat = WrappedNormalProcess(), LatticeDDPM()
+    f0 = torch.rand(50, 3, dtype=torch.float64)
+    noisy, target = wn.corrupt(f0, torch.ones(50, dtype=torch.long))  # step 1 = level 0 of 1000
+    d = wn.predictor_step(noisy, target, 0, {}) - f0
+    assert torch.allclose(d, torch.round(d), atol=1e-9)
+    x0 = torch.randn(4, 3, 3, dtype=torch.float64)
+    xt, eps = lat.corrupt(x0, torch.ones(4, dtype=torch.long))
+    assert torch.allclose(lat.predictor_step(xt, eps, 0, {}), x0, atol=1e-12)
+
+
+def test_sampler_with_exact_scores_returns_the_data_distribution():
+    """Exact network outputs for a known data law (wrapped normal coordinates, Gaussian cells, i.i.d. types)
+    run through the sampler's predictors (T = 1000 levels) give back that law; the coordinates' Langevin
+    corrector, alone at one level, keeps that level's marginal (up to its known step-size bias)."""
+    n, f_mu, f_std, l_mu, l_std = 1000, 0.3, 0.05, 2.0, 0.5
+    pi = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
+    types, coords, lattice = AbsorbingD3PM(3), WrappedNormalProcess(), LatticeDDPM()
+
+    def f_sigma(level):  # std of the coordinates' marginal at a level
+        return (f_std**2 + coords.sigma_at(level) ** 2) ** 0.5
+
+    def exact(batch, level):
+        ab = float(lattice.alpha_bars[level + 1])
+        score = wrapped_normal_score(batch[F.FRAC_COORDS] - f_mu, f_sigma(level))
+        return {F.TYPE_TOKENS: pi.log().expand(n, 3), F.FRAC_COORDS: score / coords._norm_at(level),
+                F.CELL: (1 - ab) ** 0.5 * (batch[F.CELL] - ab**0.5 * l_mu) / (ab * l_std**2 + 1 - ab)}
+
+    gen = torch.Generator().manual_seed(0)
+    batch = {F.BATCH: torch.arange(n), F.NUM_ATOMS: torch.ones(n, dtype=torch.long),
+             F.CELL: torch.zeros(n, 3, 3, dtype=torch.float64)}
+    out = sample(exact, batch, [types, coords, lattice], monotone_schedule(1000), n_corrector=0, generator=gen)
+    d = torch.remainder(out[F.FRAC_COORDS] - f_mu + 0.5, 1.0) - 0.5
+    assert d.mean().abs() < 0.005 and d.std().item() == pytest.approx(f_std, rel=0.06)
+    assert out[F.CELL].mean().item() == pytest.approx(l_mu, abs=0.03)
+    assert out[F.CELL].std().item() == pytest.approx(l_std, rel=0.04)
+    assert torch.allclose(torch.bincount(out[F.TYPE_TOKENS], minlength=3).double() / n, pi, atol=0.05)
+
+    level = 600
+    x = f_mu + f_sigma(level) * torch.randn(n, 3, generator=gen, dtype=torch.float64)
+    for _ in range(20):
+        x = coords.corrector_step(x, exact({F.FRAC_COORDS: x, F.CELL: batch[F.CELL]}, level)[F.FRAC_COORDS], level,
+                                  {}, generator=gen)
+    d = torch.remainder(x - f_mu + 0.5, 1.0) - 0.5
+    # unadjusted Langevin with step h keeps a Gaussian of variance v at v / (1 - h / 2v) (DiffCSP's step, no MH)
+    v, h = f_sigma(level) ** 2, coords.corrector_step_lr * (coords.sigma_at(level) / coords.sigma_min) ** 2
+    assert d.std().item() == pytest.approx((v / (1 - h / (2 * v))) ** 0.5, rel=0.04)
 
 
 # --- denoiser invariances ---------------------------------------------------------------------------
