@@ -61,9 +61,14 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(args.model, device="cpu")
     gen_path = out / f"samples-n{args.n}-levels{args.levels}-seed{args.seed}.extxyz"
+    state_file = gen_path.with_name(gen_path.name + ".progress.json")
+    batches_before = json.loads(state_file.read_text())["batches"] if state_file.exists() else 0
     t0 = time.perf_counter()
     res = model.generate(args.n, gen_path, batch_size=args.batch_size, seed=args.seed, num_levels=args.levels)
     t_gen = time.perf_counter() - t0
+    # a resumed run timed only part of the generation: report no time rather than a partial one
+    gen_time = f"generation {t_gen:.0f} s" if batches_before == 0 else (
+        f"generation not timed here ({batches_before} batches were already written by an earlier call)")
     frames = read(str(gen_path), index=":") if gen_path.exists() else []
     structures: list[Structure | None] = [AseAtomsAdaptor.get_structure(a) for a in frames]
     structures += [None] * res["invalid"]  # samples that kept a mask token: invalid, never an element
@@ -109,13 +114,13 @@ def main() -> None:
         "n": metrics["n"], "levels": args.levels, "n_corrector": 1, "seed": args.seed,
         "fractions": f, "n_stability_evaluated": metrics["n_stability"],
         "e_above_hull_evaluated": [x for x in metrics["e_above_hull"].tolist() if not math.isnan(x)],
-        "generation_s": round(t_gen, 1), "evaluation_s": round(t_eval, 1),
+        "generation_s": round(t_gen, 1) if batches_before == 0 else None, "evaluation_s": round(t_eval, 1),
         "machine": f"{platform.machine()} CPU, 1 torch thread (shared 2-core machine)",
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=1))
     intro = (f"{metrics['n']} samples, {args.levels} sampling levels (respaced from T = 1000), 1 corrector "
              f"step, seed {args.seed}; novelty against the 11,249 MP-20 training crystals; every fraction over "
-             f"all {metrics['n']} samples; generation {t_gen:.0f} s, evaluation {t_eval:.0f} s on one CPU thread.")
+             f"all {metrics['n']} samples; {gen_time}, evaluation {t_eval:.0f} s on one CPU thread.")
     lines = [f"# Joint model evaluation: {name}", "", intro, "", "| metric | value |", "| --- | --- |"]
     for key in ("composition_valid", "structure_valid", "valid", "unique", "novel", "unique_novel",
                 "stable_among_unique_novel", "sun", "vsun"):
