@@ -12,7 +12,6 @@ chemical system). The loop itself (EMA, checkpoints, resume, time box) is :func:
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from diffase.generators.joint import (
 from diffase.nn.conditioning import ConditionSpec
 from diffase.nn.joint_denoiser import JointDenoiser, JointDenoiserConfig
 from diffase.runtime import configure_threads, resolve_device
-from diffase.train.loop import LoopConfig, read_resume_state, train_loop
+from diffase.train.loop import LoopConfig, hardware_info, read_resume_state, train_loop
 
 #: Conditions computed from the structure itself, with their kind.
 COMPUTED_CONDITIONS = {"density": "scalar", "space_group": "categorical", "chemical_system": "multi_hot"}
@@ -184,8 +183,7 @@ def train_joint_model(
         "data": str(train_source), "val_data": str(val_source), "labels": str(labels) if labels else None,
         "n_train": len(train_items), "n_val": len(val_items),
         "n_parameters": sum(p.numel() for p in net.parameters()),
-        "hardware": {"device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda"
-                     else platform.processor() or platform.machine(), "torch_threads": threads},
+        "hardware": hardware_info(dev, threads),
         "objective": asdict(config) | {"processes": {k: p.to_dict() for k, p in processes.items()}},
     }
     return train_loop(net, train_items, val_items, loss_fn, checkpoint_fn, out_dir, config, device=dev,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import math
+import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -52,6 +53,12 @@ class LoopConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def hardware_info(device: torch.device, threads: int | None) -> dict:
+    """The ``hardware`` entry of a run's metadata: device, its name (GPU model or CPU), torch CPU threads."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {"device": str(device), "device_name": name, "torch_threads": threads}
 
 
 def read_resume_state(out_dir: str | Path) -> dict | None:

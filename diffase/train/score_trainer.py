@@ -14,7 +14,6 @@ GPUs use :mod:`diffase.train.lightning` (DDP).
 
 from __future__ import annotations
 
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from diffase.diffusion.ve import VEProcess
 from diffase.generators.score_model import make_checkpoint
 from diffase.nn.score_net import ScoreNet, ScoreNetConfig
 from diffase.runtime import configure_threads, resolve_device
-from diffase.train.loop import LoopConfig, read_resume_state, train_loop
+from diffase.train.loop import LoopConfig, hardware_info, read_resume_state, train_loop
 from diffase.train.objective import dsm_loss, estimate_avg_neighbors
 
 
@@ -84,11 +83,7 @@ def train_score_model(
 
     meta = {
         "data": str(train_source), "val_data": str(val_source), "n_train": len(train), "n_val": len(val),
-        "hardware": {
-            "device": str(dev),
-            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
-            "torch_threads": threads,
-        },
+        "hardware": hardware_info(dev, threads),
     }
     return train_loop(net, train, val, loss_fn, checkpoint_fn, out_dir, config, device=dev, state=state, meta=meta,
                       progress=progress)
