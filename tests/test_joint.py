@@ -41,8 +41,8 @@ from diffase.generators.joint import (
     default_processes,
     encode_records,
     make_batch,
-    record_to_structure,
 )
+from diffase.data.structures import record_to_structure
 from diffase.nn.conditioning import ConditionSpec
 from diffase.nn.joint_denoiser import JointDenoiser, JointDenoiserConfig
 from tests.helpers import rocksalt, skewed_cell

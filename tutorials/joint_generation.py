@@ -22,7 +22,7 @@ from pymatgen.core import Structure
 
 from diffase.analysis.validity import composition_valid, structure_valid
 from diffase.generators import load_model
-from diffase.generators.joint import record_to_structure
+from diffase.data.structures import record_to_structure
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--model", default="joint-mp20")

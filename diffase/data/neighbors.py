@@ -64,7 +64,7 @@ def radius_graph_pbc(batch: dict[str, torch.Tensor], cutoff: float) -> tuple[tor
         r = torch.arange(-n_max, n_max + 1, device=device)
         box = torch.cartesian_prod(r, r, r)  # (K, 3)
         keep = (box.abs().unsqueeze(0) <= n_img.unsqueeze(1)).all(-1)  # (B, K)
-        shift_graph, shift_id = keep.nonzero(as_tuple=True)
+        _, shift_id = keep.nonzero(as_tuple=True)
         shifts = box[shift_id]  # (S, 3), grouped by crystal
         n_shift = keep.sum(1)  # (B,)
         shift_start = torch.cumsum(n_shift, 0) - n_shift

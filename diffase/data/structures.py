@@ -73,12 +73,22 @@ def structure_to_record(structure: StructureLike, *, name: str | None = None) ->
 
 
 def record_to_structure(record: dict[str, Any]) -> Structure:
-    """Convert a crystal record back to a pymatgen ``Structure`` (Cartesian positions kept as given)."""
+    """Convert a crystal record back to a pymatgen ``Structure``.
+
+    Uses Cartesian ``pos`` (kept as given) when present, else ``frac_coords``. A record still holding a
+    masked atom type (atomic number < 1, or ``valid`` False: a generated sample whose type was never decided)
+    raises :class:`InvalidStructureError`: it is an invalid sample, and no element is made up for it.
+    """
+    numbers = np.asarray(record[F.ATOMIC_NUMBERS])
+    if not record.get("valid", True) or (numbers < 1).any():
+        raise InvalidStructureError("this sample still holds a masked atom type: it is an invalid sample, "
+                                    "count it as such (no element is made up for it)")
+    cartesian = F.POSITIONS in record
     return Structure(
         Lattice(np.asarray(record[F.CELL], dtype=float)),
-        [int(z) for z in record[F.ATOMIC_NUMBERS]],
-        np.asarray(record[F.POSITIONS], dtype=float),
-        coords_are_cartesian=True,
+        [int(z) for z in numbers],
+        np.asarray(record[F.POSITIONS if cartesian else F.FRAC_COORDS], dtype=float),
+        coords_are_cartesian=cartesian,
     )
 
 

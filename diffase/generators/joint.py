@@ -15,7 +15,7 @@ three, classifier-free guidance folded into the score function (:mod:`diffase.di
 
 Every method yields one list of records per batch (``atomic_numbers``, ``pos`` Angstrom, ``cell``,
 ``frac_coords``, ``valid``): a crystal in which a mask token is left is returned with ``valid=False`` and
-atomic number 0 at the masked sites (never a made-up element); :func:`record_to_structure` refuses it.
+atomic number 0 at the masked sites (never a made-up element); :func:`diffase.data.structures.record_to_structure` refuses it.
 """
 
 from __future__ import annotations
@@ -26,18 +26,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pymatgen.core import Element, Structure
+from pymatgen.core import Element
 
 from diffase.data import fields as F
 from diffase.data.batch import collate, split, to_device
-from diffase.data.structures import check_elements, structure_to_record, to_structure
+from diffase.data.structures import check_elements, record_to_structure, structure_to_record, to_structure
 from diffase.diffusion.d3pm import AbsorbingD3PM
 from diffase.diffusion.ddpm import LatticeDDPM
 from diffase.diffusion.guidance import guided_score_fn
 from diffase.diffusion.sampler import sample
 from diffase.diffusion.schedules import level_timestep, monotone_schedule
 from diffase.diffusion.wrapped_normal import WrappedNormalProcess
-from diffase.errors import InvalidStructureError
 from diffase.nn.conditioning import ConditionSpec
 from diffase.nn.joint_denoiser import JointDenoiser, JointDenoiserConfig
 from diffase.runtime import make_generator, resolve_device
@@ -75,15 +74,6 @@ def decode_tokens(tokens: np.ndarray, elements: Sequence[int]) -> tuple[np.ndarr
     table = np.append(np.asarray(elements, dtype=np.int64), 0)
     valid = bool((tokens < len(elements)).all())
     return table[np.clip(tokens, 0, len(elements))], valid
-
-
-def record_to_structure(record: dict) -> Structure:
-    """pymatgen ``Structure`` of a generated record; :class:`InvalidStructureError` if a mask token was left."""
-    if not record.get("valid", True) or (np.asarray(record[F.ATOMIC_NUMBERS]) < 1).any():
-        raise InvalidStructureError("this sample still holds a masked atom type: it is an invalid sample, "
-                                    "count it as such (no element is made up for it)")
-    return Structure(np.asarray(record[F.CELL], dtype=float), [int(z) for z in record[F.ATOMIC_NUMBERS]],
-                     np.asarray(record[F.FRAC_COORDS], dtype=float))
 
 
 def make_checkpoint(net: JointDenoiser, processes: dict, elements: Sequence[int], num_atoms_counts: Sequence[int],
