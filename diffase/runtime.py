@@ -46,3 +46,10 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator | 
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed))
     return gen
+
+
+def child_seed(seed: int, index: int) -> int:
+    """Independent 63-bit seed number ``index`` derived from ``seed`` (one per batch or stage of a run)."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint64)[0] >> 1)

@@ -20,14 +20,9 @@ from diffase.diffusion.sampler import sample
 from diffase.diffusion.schedules import repaint_schedule
 from diffase.diffusion.ve import VEProcess
 from diffase.nn.score_net import ScoreNet, ScoreNetConfig
-from diffase.runtime import make_generator, resolve_device
+from diffase.runtime import child_seed, make_generator, resolve_device
 
 CHECKPOINT_KIND = "diffase-score-v1"
-
-
-def batch_seed(seed: int, index: int) -> int:
-    """Independent 63-bit seed for batch ``index`` of a run seeded with ``seed``."""
-    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def make_checkpoint(net: ScoreNet, process: VEProcess, elements: Sequence[int] | None, **extra) -> dict:
@@ -122,7 +117,7 @@ class ScoreModel:
         for index, lo in enumerate(range(0, len(records), batch_size)):
             if index in skip_batches:
                 continue
-            generator = make_generator(None if seed is None else batch_seed(seed, index), self.device)
+            generator = make_generator(None if seed is None else child_seed(seed, index), self.device)
             chunk = records[lo : lo + batch_size]
             batch = to_device(collate(chunk), self.device)
             given = batch[F.POSITIONS].clone()

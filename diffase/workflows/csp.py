@@ -40,11 +40,25 @@ from diffase.calculators import MLIP
 from diffase.data import fields as F
 from diffase.data.structures import record_to_structure
 from diffase.errors import HostTooDenseError, InvalidStructureError
-from diffase.generators.inpainting import InpaintingSettings, inpaint_guests, prepare_hosts
+from diffase.generators.inpainting import (
+    InpaintingSettings,
+    inpaint_guests,
+    prepare_hosts,
+)
+from diffase.runtime import child_seed
 from diffase.workflows.csp_output import CSPOutput
-from diffase.workflows.frameworks import NoSymmetricFrameworkError, extract_framework, parse_guest_species
-from diffase.workflows.lattices import (LATTICE_KINDS, PAPER_RATIOS, LatticeChoice, estimate_volume_per_atom,
-                                        sample_lattice)
+from diffase.workflows.frameworks import (
+    NoSymmetricFrameworkError,
+    extract_framework,
+    parse_guest_species,
+)
+from diffase.workflows.lattices import (
+    LATTICE_KINDS,
+    PAPER_RATIOS,
+    LatticeChoice,
+    estimate_volume_per_atom,
+    sample_lattice,
+)
 
 STAGES = ("unconditional", "inpainting")
 
@@ -127,8 +141,7 @@ class CellPlan:
 
 def stage_seed(seed: int, stage: str) -> int:
     """Independent 63-bit seed of one stage (``"cells"``, ``"unconditional"``, ``"inpainting"``) of a run."""
-    key = ("cells",) + STAGES
-    return int(np.random.SeedSequence([int(seed), key.index(stage)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return child_seed(seed, (("cells",) + STAGES).index(stage))
 
 
 def parse_composition(composition: Composition | str, guest: str) -> Composition:
@@ -152,7 +165,7 @@ def parse_composition(composition: Composition | str, guest: str) -> Composition
 def formula_units_for(composition: Composition, settings: CSPSettings) -> tuple[int, ...]:
     """Formula units per cell to draw from: ``settings.formula_units`` or every Z with Z x atoms per
     formula unit <= ``settings.max_atoms``."""
-    per_unit = int(round(composition.num_atoms))
+    per_unit = round(composition.num_atoms)
     if settings.formula_units is not None:
         return tuple(int(z) for z in settings.formula_units)
     zs = tuple(z for z in range(1, settings.max_atoms // per_unit + 1))
@@ -168,7 +181,7 @@ def plan_cells(composition: Composition | str, settings: CSPSettings) -> list[Ce
     comp = parse_composition(composition, settings.guest)
     v0 = settings.v0 if settings.v0 is not None else estimate_volume_per_atom(comp)
     zs = formula_units_for(comp, settings)
-    unit = [Element(el.symbol).Z for el, amount in comp.items() for _ in range(int(round(amount)))]
+    unit = [Element(el.symbol).Z for el, amount in comp.items() for _ in range(round(amount))]
     rng = np.random.default_rng(stage_seed(settings.seed, "cells"))
     plans = []
     for i in range(settings.n):
