@@ -305,6 +305,7 @@ def main() -> int:
             results[g].append(evaluate_case(c, out, args, cache))
             print(f"\r{g}: evaluated {i + 1}/{len(cases)}", end="", file=sys.stderr)
         print(file=sys.stderr)
+    results["all groups"] = [r for rows in results.values() for r in rows]
     report = table(results, diffusion_seconds, args)
     header = (f"# Guest reconstruction benchmark\n\nmodel `{args.model}` (step {model.meta.get('train', {}).get('step')}); "
               f"sampler {settings}; CHGNet 0.4 on CPU, 1 thread; machine {platform.processor() or platform.machine()}, "

@@ -86,8 +86,12 @@ def run(args) -> int:
     if done:
         print(f"resuming: {len(done)} candidate(s) already in {log_path}", file=sys.stderr)
 
-    bar = tqdm(desc="relaxing candidates", unit="cand", disable=not sys.stderr.isatty())
-    for cand in t.iter_candidates(host, skip_batches=finished_batches, progress=sys.stderr.isatty()):
+    interactive = sys.stderr.isatty()
+    print(f"{host.composition.reduced_formula} + {args.count or args.concentration} {args.guest}: {args.method}, "
+          f"{args.samples} sample(s), T={args.levels} r={args.resample} j={args.jump} M={args.corrector} "
+          f"snr={args.snr}, model {args.model}; writing to {out}/", file=sys.stderr, flush=True)
+    bar = tqdm(desc="relaxing candidates", unit="cand", disable=not interactive)
+    for cand in t.iter_candidates(host, skip_batches=finished_batches, progress=interactive):
         if (cand.method, cand.sample_index) in done:
             continue
         result = t.evaluate(cand)
@@ -99,6 +103,9 @@ def run(args) -> int:
             fh.write(json.dumps({**scalars, "cif": cif.name}) + "\n")
         done.add((cand.method, cand.sample_index))
         bar.update()
+        if not interactive:  # a log file gets one line per finished candidate instead of a progress bar
+            print(f"candidate {cand.method}-{cand.sample_index:03d}: {result['energy_per_atom']:.4f} eV/atom",
+                  file=sys.stderr, flush=True)
     bar.close()
 
     rows = _finished(log_path)
