@@ -29,22 +29,17 @@ from pathlib import Path
 os.environ.setdefault("SPGLIB_WARNING", "OFF")
 warnings.filterwarnings("ignore")
 
-import torch
-from pymatgen.core import Composition, Structure
+import torch  # noqa: E402
+from pymatgen.core import Composition, Structure  # noqa: E402
 
-from diffase.analysis.symmetry import space_group, symmetry_success_rate
-from diffase.generators import load_model
-from diffase.generators.inpainting import InpaintingSettings
-from diffase.runtime import configure_threads
-from diffase.workflows.csp import CSPSettings, run_csp
-from diffase.workflows.csp_report import (
-    markdown_table,
-    plot_energy_histogram,
-    plot_success_rates,
-    summarize,
-    write_report,
-)
-from diffase.workflows.hull_references import reference_entries
+from diffase.analysis.symmetry import space_group, symmetry_success_rate  # noqa: E402
+from diffase.generators import load_model  # noqa: E402
+from diffase.generators.inpainting import InpaintingSettings  # noqa: E402
+from diffase.runtime import configure_threads  # noqa: E402
+from diffase.workflows.csp import CSPSettings, run_csp  # noqa: E402
+from diffase.workflows.csp_report import (markdown_table, plot_energy_histogram, plot_success_rates,  # noqa: E402
+                                          summarize, write_report)
+from diffase.workflows.hull_references import reference_entries  # noqa: E402
 
 DEFAULT_SYSTEMS = ("Li5Si2:Li:16:2", "Li3PS4:Li:20:2", "Li13Si4:Li:16:1")
 TABLES = ("mp20/train.csv.gz", "mp20/val.csv.gz", "mpts52/train.csv.gz")

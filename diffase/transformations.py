@@ -23,7 +23,7 @@ from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.transformations.transformation_abc import AbstractTransformation
 
-from diffase.data.structures import to_structure
+from diffase.data.structures import MIN_DISTANCE, to_structure
 from diffase.errors import InvalidStructureError
 from diffase.generators.inpainting import GuestCandidate, InpaintingSettings, inpaint_guests, prepare_hosts
 from diffase.generators.voronoi import voronoi_insertion
@@ -43,7 +43,6 @@ def evaluate_candidate(candidate: GuestCandidate, potential, *, relax: bool, ref
     ``max_displacement`` (Angstrom), ``relax_steps``, ``converged``, ``sample_index``, ``host_index``,
     ``method``, ``refined``. A candidate with overlapping atoms gets ``valid=False`` and an ``error``.
     """
-    from diffase.simulate.inputs import MIN_DISTANCE
     from diffase.simulate.relax import relax as mlip_relax
     from diffase.simulate.single_point import single_points
 

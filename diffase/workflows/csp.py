@@ -40,25 +40,12 @@ from diffase.calculators import MLIP
 from diffase.data import fields as F
 from diffase.data.structures import record_to_structure
 from diffase.errors import HostTooDenseError, InvalidStructureError
-from diffase.generators.inpainting import (
-    InpaintingSettings,
-    inpaint_guests,
-    prepare_hosts,
-)
+from diffase.generators.inpainting import InpaintingSettings, inpaint_guests, prepare_hosts
 from diffase.runtime import child_seed
 from diffase.workflows.csp_output import CSPOutput
-from diffase.workflows.frameworks import (
-    NoSymmetricFrameworkError,
-    extract_framework,
-    parse_guest_species,
-)
-from diffase.workflows.lattices import (
-    LATTICE_KINDS,
-    PAPER_RATIOS,
-    LatticeChoice,
-    estimate_volume_per_atom,
-    sample_lattice,
-)
+from diffase.workflows.frameworks import NoSymmetricFrameworkError, extract_framework, parse_guest_species
+from diffase.workflows.lattices import (LATTICE_KINDS, PAPER_RATIOS, LatticeChoice, estimate_volume_per_atom,
+                                        sample_lattice)
 
 STAGES = ("unconditional", "inpainting")
 
