@@ -1,5 +1,6 @@
 """Guest inpainting: exact hosts, RePaint schedule, the one-to-many transformation contract, bad input."""
 
+import numpy as np
 import pytest
 import torch
 from monty.json import MontyDecoder
@@ -8,6 +9,7 @@ from pymatgen.alchemy.transmuters import StandardTransmuter
 from pymatgen.core import Lattice, Structure
 from pymatgen.transformations.standard_transformations import SupercellTransformation
 
+from diffase.data import fields as F
 from diffase.diffusion.schedules import repaint_schedule
 from diffase.errors import DisorderedStructureError, HostTooDenseError, SamplingError, UnknownElementError
 from diffase.generators.inpainting import InpaintingSettings, inpaint_guests, prepare_hosts
@@ -58,19 +60,50 @@ def host():
     return s
 
 
-def test_host_atoms_end_exactly_where_given(host, tiny_model_path):
+def test_host_atoms_end_exactly_where_given(host, tiny_model_path, monkeypatch):
+    """Host atoms are known to the sampler, which returns them exactly where given; candidates hold them bit
+    for bit (even a site outside [0, 1)) and put the guests where the sampler left them.
+
+    The candidates' host sites are copied from the input host, so they alone cannot show that the sampler
+    kept the host: the sampler's own output is checked too (the spy below records it)."""
+    import diffase.generators.score_model as score_model
+
+    runs = []
+    real_sample = score_model.sample
+
+    def spy(*args, **kwargs):
+        out = real_sample(*args, **kwargs)
+        runs.append((kwargs.get("known") or {}, {key: value.clone() for key, value in out.items()}))
+        return out
+
+    monkeypatch.setattr(score_model, "sample", spy)
     shifted = host.copy()
     shifted.translate_sites([0], [-0.2, 1.3, 0.1])  # a host site outside [0, 1) stays as given, bit for bit
     hosts, guests = prepare_hosts(shifted, "Mg", count=2)
     batches = list(inpaint_guests(hosts, guests, n_samples=3, model=tiny_model_path,
                                   settings=InpaintingSettings(**FAST, batch_size=2), device="cpu"))
-    assert [len(b) for b in batches] == [2, 1]
-    for cand in (c for b in batches for c in b):
-        s = cand.structure
-        assert len(s) == len(shifted) + 2 and s.composition["Mg"] == 2
-        for i, site in enumerate(shifted):
-            assert (s[i].frac_coords == site.frac_coords).all() and s[i].species == site.species
-        assert ((s.frac_coords[cand.guest_indices] >= 0) & (s.frac_coords[cand.guest_indices] < 1)).all()
+    assert [len(b) for b in batches] == [2, 1] and len(runs) == 2
+    n_host = len(shifted)
+    for batch, (known, out) in zip(batches, runs):
+        # what the sampler was told: the host atoms of every crystal are known, at the host's positions
+        assert F.POSITIONS in known, "the host positions were not given to the sampler as known values"
+        mask, given = known[F.POSITIONS]
+        host_rows = torch.arange(len(mask)) % (n_host + 2) < n_host
+        assert torch.equal(mask.bool(), host_rows)
+        expected = torch.as_tensor(np.tile(shifted.cart_coords, (len(batch), 1)), dtype=given.dtype)
+        assert torch.equal(given[host_rows], expected)
+        # what the sampler returned: the host exactly as given
+        assert torch.equal(out[F.POSITIONS][host_rows], given[host_rows])
+        guests_out = out[F.POSITIONS][~host_rows].double().numpy().reshape(len(batch), 2, 3)
+        for cand, sampled in zip(batch, guests_out):
+            s = cand.structure
+            assert len(s) == n_host + 2 and s.composition["Mg"] == 2
+            for i, site in enumerate(shifted):
+                assert (s[i].frac_coords == site.frac_coords).all() and s[i].species == site.species
+            frac = s.frac_coords[cand.guest_indices]
+            assert ((frac >= 0) & (frac < 1)).all()
+            d = frac - s.lattice.get_fractional_coords(sampled)  # the guests the sampler made, wrapped
+            assert np.allclose(d, np.round(d), atol=1e-5)
 
 
 def test_batches_are_seeded_independently(host, tiny_model_path):
