@@ -96,7 +96,8 @@ def main() -> int:
     for sigma0 in (0.1, 0.3):
         level = int(np.argmin(np.abs(sig - sigma0)))
         t = time.perf_counter()
-        out = [rec for _, batch in model.sample_positions(subset, start_level=level, n_corrector=args.corrector, seed=0)
+        out = [rec for _, batch in model.sample_positions(subset, start_level=level, n_corrector=args.corrector,
+                                                                  seeds=range(len(subset)))
                for rec in batch]
         seconds = time.perf_counter() - t
         lines.append(f"| {sigma0:g} | {level} | {sig[level] * 3 ** 0.5:.3f} | {rms_to_truth(subset, out):.3f} | "
@@ -105,7 +106,8 @@ def main() -> int:
 
     subset = records[: args.n_regen]
     t = time.perf_counter()
-    out = [rec for _, batch in model.sample_positions(subset, num_levels=args.levels, n_corrector=args.corrector, seed=0)
+    out = [rec for _, batch in model.sample_positions(subset, num_levels=args.levels, n_corrector=args.corrector,
+                                                                  seeds=range(len(subset)))
            for rec in batch]
     seconds = time.perf_counter() - t
     matcher = StructureMatcher(stol=0.5, ltol=0.3, angle_tol=10)

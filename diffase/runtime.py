@@ -48,8 +48,9 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator | 
     return gen
 
 
-def child_seed(seed: int, index: int) -> int:
-    """Independent 63-bit seed number ``index`` derived from ``seed`` (one per batch or stage of a run)."""
+def child_seed(seed: int, *index: int) -> int:
+    """Independent 63-bit seed derived from ``seed`` and an index path (one per stage, host or sample of a
+    run: ``child_seed(seed, host, sample)``); it depends on these numbers alone, not on what else a run does."""
     import numpy as np
 
-    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return int(np.random.SeedSequence([int(seed), *map(int, index)]).generate_state(1, dtype=np.uint64)[0] >> 1)

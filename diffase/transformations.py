@@ -14,7 +14,7 @@ serialises a network. :func:`inpaint_atoms` is the same for ASE ``Atoms``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -140,13 +140,15 @@ class InpaintIntercalantTransformation(AbstractTransformation):
 
         return resolve_potential(self.calculator, self.device)
 
-    def iter_candidates(self, host: Structure, *, skip_batches: Sequence[int] = (), progress: bool = False,
+    def iter_candidates(self, host: Structure, *, skip_samples: Collection[int] = (), progress: bool = False,
                         on_batch: Callable[[int, list[GuestCandidate]], None] | None = None) -> Iterator[GuestCandidate]:
-        """Unevaluated candidates, as they are generated (diffusion batches first, then the baseline)."""
+        """Unevaluated candidates, as they are generated (diffusion batches first, then the baseline).
+
+        Diffusion sample ``i`` depends on ``(seed, i)`` alone; ``skip_samples`` are not generated (resume)."""
         hosts, guests = prepare_hosts(host, self.guest, self.count, self.concentration)
         if self.method in ("diffusion", "hybrid"):
             for batch in inpaint_guests(hosts, guests, n_samples=self.n_samples, model=self.model, settings=self.settings,
-                                        seed=self.seed, device=self.device, skip_batches=skip_batches,
+                                        seed=self.seed, device=self.device, skip=[(0, i) for i in skip_samples],
                                         progress=progress, on_batch=on_batch):
                 yield from batch
         if self.method in ("voronoi", "hybrid"):

@@ -309,7 +309,10 @@ def test_interrupted_run_resumes_with_the_same_crystals(tiny_model, tmp_path):
     (part / "settings.json").write_text((tmp_path / "full" / "settings.json").read_text())
     resumed = run_csp("Li5Si2", part, settings, model=tiny_model, calculator=LennardJones(**LJ), device="cpu")
     assert [r["id"] for r in resumed] == [r["id"] for r in full]
-    assert resumed[4]["relaxed_structure"] == full[4]["relaxed_structure"]  # the seeded batch comes out the same
+    # crystal 4 has its own seeded noise: it comes out the same sampled alone as beside crystals 0-3 (up to
+    # the ~1e-8 A that batched float arithmetic changes; Structure equality allows 1e-5 A)
+    same = Structure.from_dict(resumed[4]["relaxed_structure"]) == Structure.from_dict(full[4]["relaxed_structure"])
+    assert same
 
 
 def test_summary_counts_screened_crystals_as_failures():

@@ -106,13 +106,22 @@ def test_host_atoms_end_exactly_where_given(host, tiny_model_path, monkeypatch):
             assert np.allclose(d, np.round(d), atol=1e-5)
 
 
-def test_batches_are_seeded_independently(host, tiny_model_path):
+def test_sample_depends_on_seed_and_index_alone(host, tiny_model_path):
+    """Sample i is the same in a run of 2 or 3 samples, in batches of 2 or 3, and after a resume that skips
+    the finished ones (before per-sample seeds, growing a run from 2 to 3 samples changed samples 0 and 1)."""
     hosts, guests = prepare_hosts(host, "Mg", count=1)
-    run = dict(n_samples=4, model=tiny_model_path, settings=InpaintingSettings(**FAST, batch_size=2), device="cpu",
-               seed=3)
-    full = [c.structure for b in inpaint_guests(hosts, guests, **run) for c in b]
-    resumed = [c.structure for b in inpaint_guests(hosts, guests, skip_batches=[0], **run) for c in b]
-    assert resumed == full[2:]
+
+    def run(n_samples, batch_size, skip=()):
+        settings = InpaintingSettings(**FAST, batch_size=batch_size)
+        return {c.sample_index: c.structure for b in inpaint_guests(
+            hosts, guests, n_samples=n_samples, model=tiny_model_path, settings=settings, device="cpu", seed=3,
+            skip=skip) for c in b}
+
+    two, three = run(2, 2), run(3, 3)
+    assert two[0] == three[0] and two[1] == three[1]
+    assert three[0] != three[1]
+    resumed = run(3, 2, skip=[(0, 0), (0, 1)])
+    assert list(resumed) == [2] and resumed[2] == three[2]
 
 
 @pytest.fixture(scope="module")

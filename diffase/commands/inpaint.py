@@ -7,8 +7,9 @@ Output folder layout (``--out``):
 * ``results.jsonl``: one line of scores per finished candidate (what a resumed run skips);
 * ``ranking.csv`` and ``best-<k>.cif``: the final ranking (lowest MLIP energy per atom first).
 
-Re-running the same command resumes: finished candidates are not redone, and a diffusion batch whose
-samples are all finished is not sampled again (batches are seeded, so the rest come out the same).
+Re-running the same command resumes: finished candidates are not redone and finished diffusion samples are
+not sampled again. Sample ``i`` is seeded by ``(seed, i)`` alone, so a resumed run, or one grown from 2 to 3
+samples, gives the same samples as a fresh run with the final ``--samples``.
 """
 
 from __future__ import annotations
@@ -80,9 +81,7 @@ def run(args) -> int:
 
     log_path = out / "results.jsonl"
     done = {(r["method"], r["sample_index"]) for r in _finished(log_path)}
-    batch_size = t.settings.batch_size
-    finished_batches = [b for b in range(-(-args.samples // batch_size))
-                        if all(("diffusion", s) in done for s in range(b * batch_size, min(args.samples, (b + 1) * batch_size)))]
+    finished_samples = [s for method, s in done if method == "diffusion"]
     if done:
         print(f"resuming: {len(done)} candidate(s) already in {log_path}", file=sys.stderr)
 
@@ -91,7 +90,7 @@ def run(args) -> int:
           f"{args.samples} sample(s), T={args.levels} r={args.resample} j={args.jump} M={args.corrector} "
           f"snr={args.snr}, model {args.model}; writing to {out}/", file=sys.stderr, flush=True)
     bar = tqdm(desc="relaxing candidates", unit="cand", disable=not interactive)
-    for cand in t.iter_candidates(host, skip_batches=finished_batches, progress=interactive):
+    for cand in t.iter_candidates(host, skip_samples=finished_samples, progress=interactive):
         if (cand.method, cand.sample_index) in done:
             continue
         result = t.evaluate(cand)

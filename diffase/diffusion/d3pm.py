@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from diffase.data import fields as F
+from diffase.diffusion import noise
 from diffase.diffusion.schedules import level_timestep
 
 
@@ -77,8 +78,8 @@ class AbsorbingD3PM:
     def _alpha_at(self, level: int) -> float:
         return float(self.alpha(level_timestep(level, self.num_levels, self.num_steps) / self.num_steps))
 
-    def _mask_where(self, x: torch.Tensor, p_mask: torch.Tensor | float, generator) -> torch.Tensor:
-        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float64)
+    def _mask_where(self, x: torch.Tensor, p_mask: torch.Tensor | float, generator, batch: dict | None = None) -> torch.Tensor:
+        u = noise.rand(x.shape, x, generator, batch, dtype=torch.float64)
         return torch.where(u < torch.as_tensor(p_mask, dtype=torch.float64, device=x.device),
                            torch.full_like(x, self.mask_token), x)
 
@@ -111,15 +112,15 @@ class AbsorbingD3PM:
 
     def noise_to(self, x0: torch.Tensor, level: int, batch: dict, *, generator=None) -> torch.Tensor:
         """Sample ``q(x_level | x_0)``: mask with probability ``1 - alpha``; exactly ``x_0`` at level -1."""
-        return self._mask_where(x0, 1 - self._alpha_at(level), generator)
+        return self._mask_where(x0, 1 - self._alpha_at(level), generator, batch)
 
     def forward_step(self, x: torch.Tensor, level: int, batch: dict, *, generator=None) -> torch.Tensor:
         """Re-noise from ``level`` to ``level + 1``: mask unmasked tokens with probability ``1 - alpha'/alpha``."""
         a, a_next = self._alpha_at(level), self._alpha_at(level + 1)
-        return self._mask_where(x, 1 - a_next / a if a > 0 else 1.0, generator)
+        return self._mask_where(x, 1 - a_next / a if a > 0 else 1.0, generator, batch)
 
     def predictor_step(self, x, output, level: int, batch: dict, *, generator=None) -> torch.Tensor:
         """Sample ``p(x_{level-1} | x_level)`` = the posterior with ``x_0 ~ softmax(output)``."""
         probs = posterior_probs(x, torch.softmax(output.to(torch.float64), -1), self._alpha_at(level),
                                 self._alpha_at(level - 1))
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        return noise.multinomial(probs, generator, batch)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from diffase.data import fields as F
+from diffase.diffusion import noise
 from diffase.diffusion.schedules import level_timestep
 
 
@@ -58,7 +59,7 @@ class LatticeDDPM:
     def corrupt(self, x0: torch.Tensor, t_step: torch.Tensor, *, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Noise cells ``x0`` (B, 3, 3) at integer steps ``t_step`` (B,) in 1..T; return ``(x_t, eps)``."""
         ab = self.alpha_bars.to(x0.device)[t_step].to(x0.dtype).view(-1, 1, 1)
-        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        eps = noise.randn(x0.shape, x0, generator)
         return ab.sqrt() * x0 + (1 - ab).sqrt() * eps, eps
 
     @staticmethod
@@ -70,7 +71,7 @@ class LatticeDDPM:
     def prior(self, batch: dict, *, generator=None) -> torch.Tensor:
         """``N(0, I)`` cells (B, 3, 3)."""
         like = batch[F.CELL]
-        return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+        return noise.randn(like.shape, like, generator, batch)
 
     def noise_to(self, x0: torch.Tensor, level: int, batch: dict, *, generator=None) -> torch.Tensor:
         """Sample ``q(x_level | x_0)``; exactly ``x_0`` at level -1."""
@@ -78,14 +79,13 @@ class LatticeDDPM:
         if t == 0:
             return x0
         ab = float(self.alpha_bars[t])
-        return ab**0.5 * x0 + (1 - ab) ** 0.5 * torch.randn(x0.shape, generator=generator, dtype=x0.dtype,
-                                                             device=x0.device)
+        return ab**0.5 * x0 + (1 - ab) ** 0.5 * noise.randn(x0.shape, x0, generator, batch)
 
     def forward_step(self, x: torch.Tensor, level: int, batch: dict, *, generator=None) -> torch.Tensor:
         """Re-noise from ``level`` to ``level + 1``: ``sqrt(a) x + sqrt(1 - a) z``, ``a = abar_t'/abar_t``."""
         ab = self.alpha_bars
         a = float(ab[self._step(level + 1)] / ab[self._step(level)])
-        return a**0.5 * x + (1 - a) ** 0.5 * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return a**0.5 * x + (1 - a) ** 0.5 * noise.randn(x.shape, x, generator, batch)
 
     def predictor_step(self, x, output, level: int, batch: dict, *, generator=None) -> torch.Tensor:
         """Ancestral step ``level -> level - 1``: sample the posterior with ``x_0 = (x - sqrt(1-abar) eps)/sqrt(abar)``."""
@@ -95,4 +95,4 @@ class LatticeDDPM:
         mean, var = self.posterior(x, x0, t, s)
         if var == 0:
             return mean
-        return mean + var**0.5 * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return mean + var**0.5 * noise.randn(x.shape, x, generator, batch)

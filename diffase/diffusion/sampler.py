@@ -13,8 +13,12 @@ runs this loop. What varies is given to it as data:
 * ``schedule``: levels visited (see :mod:`diffase.diffusion.schedules`); a step down is a denoising step
   (M corrector steps at the current level, then one predictor step), a step up a RePaint re-noising.
 * ``known``: per-field inpainting masks (one bool per row: per atom, or per crystal for the cell) and
-  values; after each denoising step the known entries are replaced by the known values noised to the new
-  level (inpainting paper eq. 11-12), so at level -1 they equal the given values exactly.
+  values. The known entries are replaced by the known values noised to the current level (inpainting paper
+  eq. 11-12) before every predictor step, i.e. after the M corrector steps, which move every row (Algorithm
+  1: the predictor always scores the unknown atoms against the given ones), and again after each predictor
+  step at the new level, so at level -1 they equal the given values exactly.
+* ``generator``: a ``torch.Generator``, or :class:`~diffase.diffusion.noise.CrystalGenerators` (one stream
+  per crystal, so each crystal's sample depends on its own seed alone).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Protocol
 import torch
 from tqdm.auto import tqdm
 
+from diffase.diffusion.noise import Generator
 from diffase.errors import SamplingError
 
 ScoreFn = Callable[[dict, int], dict]
@@ -72,7 +77,7 @@ def sample(
     snr: float = 0.2,
     known: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     template: dict[str, torch.Tensor] | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
     progress: bool = False,
     desc: str = "sampling",
 ) -> dict:
@@ -106,6 +111,8 @@ def sample(
                         batch[proc.key] = proc.corrector_step(
                             batch[proc.key], scores[proc.key], level, batch, snr=snr, generator=generator
                         )
+            if n_corrector:
+                _combine_known(batch, processes, known, level, generator)
             scores = score_fn(batch, level)
             for proc in processes:
                 batch[proc.key] = proc.predictor_step(batch[proc.key], scores[proc.key], level, batch, generator=generator)

@@ -30,11 +30,8 @@ import torch
 
 from diffase.data import fields as F
 from diffase.data.batch import wrap_positions
+from diffase.diffusion import noise
 from diffase.diffusion.schedules import geometric_sigmas
-
-
-def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
 
 
 def minimum_image(disp: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
@@ -91,7 +88,7 @@ class VEProcess:
         """
         pos, cell, graph = batch[F.POSITIONS], batch[F.CELL], batch[F.BATCH]
         sig = sigma.to(pos.dtype)[graph].unsqueeze(-1)
-        noisy = wrap_positions(pos + sig * _randn_like(pos, generator), cell, graph)
+        noisy = wrap_positions(pos + sig * noise.randn(pos.shape, pos, generator, batch), cell, graph)
         target = minimum_image(pos - noisy, cell[graph]) / sig
         out = dict(batch)
         out[F.POSITIONS], out[F.SIGMA] = noisy, sigma.to(pos.dtype)
@@ -110,20 +107,20 @@ class VEProcess:
     def prior(self, batch: dict, *, generator=None) -> torch.Tensor:
         """Positions uniform in each crystal's cell (n, 3), Angstrom: the wrapped limit of large sigma."""
         pos = batch[F.POSITIONS]
-        frac = torch.rand(pos.shape, generator=generator, dtype=pos.dtype, device=pos.device)
+        frac = noise.rand(pos.shape, pos, generator, batch)
         return torch.einsum("ni,nij->nj", frac, batch[F.CELL][batch[F.BATCH]])
 
     def noise_to(self, x0: torch.Tensor, level: int, batch: dict, *, generator=None) -> torch.Tensor:
         """Sample ``x_level ~ q(x_level | x0)`` = ``x0 + sigma_level z``; exactly ``x0`` at level -1."""
         if level < 0:
             return x0
-        noisy = x0 + self.sigma_at(level) * _randn_like(x0, generator)
+        noisy = x0 + self.sigma_at(level) * noise.randn(x0.shape, x0, generator, batch)
         return wrap_positions(noisy, batch[F.CELL], batch[F.BATCH])
 
     def forward_step(self, x: torch.Tensor, level: int, batch: dict, *, generator=None) -> torch.Tensor:
         """Re-noise from ``level`` to ``level + 1``: add ``sqrt(sigma_{l+1}^2 - sigma_l^2) z`` (RePaint jump)."""
         var = self.sigma_at(level + 1) ** 2 - self.sigma_at(level) ** 2
-        return wrap_positions(x + var**0.5 * _randn_like(x, generator), batch[F.CELL], batch[F.BATCH])
+        return wrap_positions(x + var**0.5 * noise.randn(x.shape, x, generator, batch), batch[F.CELL], batch[F.BATCH])
 
     def predictor_step(self, x, score, level: int, batch: dict, *, generator=None) -> torch.Tensor:
         """Ancestral step from ``level`` to ``level - 1`` (Song et al. 2021, SMLD ancestral sampling).
@@ -132,7 +129,7 @@ class VEProcess:
         """
         s2, s2_next = self.sigma_at(level) ** 2, self.sigma_at(level - 1) ** 2
         step = s2 - s2_next
-        x = x + step * score + (s2_next * step / s2) ** 0.5 * _randn_like(x, generator)
+        x = x + step * score + (s2_next * step / s2) ** 0.5 * noise.randn(x.shape, x, generator, batch)
         return wrap_positions(x, batch[F.CELL], batch[F.BATCH])
 
     def corrector_step(self, x, score, level: int, batch: dict, *, snr: float, generator=None) -> torch.Tensor:
@@ -143,7 +140,7 @@ class VEProcess:
         ``||score|| ~ ||z|| / sigma`` the rule gives ``2 snr^2 sigma^2``, far below the cap, but a score that
         a network underestimates would otherwise fling atoms across the cell.
         """
-        z = _randn_like(x, generator)
+        z = noise.randn(x.shape, x, generator, batch)
         graph, n_graph = batch[F.BATCH], batch[F.NUM_ATOMS].shape[0]
 
         def per_graph_norm(v):

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from diffase.data import fields as F
+from diffase.diffusion import noise
 from diffase.diffusion.schedules import level_timestep
 
 
@@ -73,10 +74,6 @@ def _score_norm_table(sigma_min: float, sigma_max: float, num_steps: int, n_imag
     return score_second_moment(sigma_min ** (1 - t) * sigma_max**t, n_images).sqrt()
 
 
-def _randn(shape, like: torch.Tensor, generator) -> torch.Tensor:
-    return torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
-
-
 @dataclass
 class WrappedNormalProcess:
     """Wrapped-normal process on ``frac_coords`` (n_atoms, 3), trained on ``num_steps`` steps, sampled on
@@ -123,7 +120,7 @@ class WrappedNormalProcess:
         ``target`` (n, 3) is the normalised score of ``q(f_t | f_0)``, what the network should output.
         """
         sig = self.sigma(t_step_atom / self.num_steps).to(f0.dtype).unsqueeze(-1)
-        d = sig * _randn(f0.shape, f0, generator)
+        d = sig * noise.randn(f0.shape, f0, generator)
         norm = self.score_norms.to(f0.device)[t_step_atom].to(f0.dtype).unsqueeze(-1)
         target = wrapped_normal_score(d, sig, self.n_images) / norm
         return torch.remainder(f0 + d, 1.0), target
@@ -138,30 +135,30 @@ class WrappedNormalProcess:
         """Uniform fractional coordinates (n_atoms, 3)."""
         n = batch[F.BATCH].shape[0]
         like = batch[F.CELL]
-        return torch.rand((n, 3), generator=generator, dtype=like.dtype, device=like.device)
+        return noise.rand((n, 3), like, generator, batch)
 
     def noise_to(self, x0: torch.Tensor, level: int, batch: dict, *, generator=None) -> torch.Tensor:
         """Sample ``q(f_level | f_0)``; exactly ``f_0`` at level -1."""
         if level < 0:
             return x0
-        return torch.remainder(x0 + self.sigma_at(level) * _randn(x0.shape, x0, generator), 1.0)
+        return torch.remainder(x0 + self.sigma_at(level) * noise.randn(x0.shape, x0, generator, batch), 1.0)
 
     def forward_step(self, x: torch.Tensor, level: int, batch: dict, *, generator=None) -> torch.Tensor:
         """Re-noise from ``level`` to ``level + 1`` (variance ``sigma_{l+1}^2 - sigma_l^2``)."""
         var = self.sigma_at(level + 1) ** 2 - self.sigma_at(level) ** 2
-        return torch.remainder(x + var**0.5 * _randn(x.shape, x, generator), 1.0)
+        return torch.remainder(x + var**0.5 * noise.randn(x.shape, x, generator, batch), 1.0)
 
     def predictor_step(self, x, output, level: int, batch: dict, *, generator=None) -> torch.Tensor:
         """Ancestral step ``level -> level - 1``: ``x + (s^2 - s'^2) score + sqrt(s'^2 (s^2 - s'^2) / s^2) z``."""
         s, s_next = self.sigma_at(level), self.sigma_at(level - 1)
         score = output * self._norm_at(level)
         step = s**2 - s_next**2
-        x = x + step * score + (s_next**2 * step / s**2) ** 0.5 * _randn(x.shape, x, generator)
+        x = x + step * score + (s_next**2 * step / s**2) ** 0.5 * noise.randn(x.shape, x, generator, batch)
         return torch.remainder(x, 1.0)
 
     def corrector_step(self, x, output, level: int, batch: dict, *, generator=None, **_) -> torch.Tensor:
         """Langevin step at ``level`` with step ``gamma (sigma / sigma_min)^2`` (DiffCSP; ``snr`` is unused)."""
         s = self.sigma_at(level)
         step = self.corrector_step_lr * (s / self.sigma_min) ** 2
-        x = x + step * output * self._norm_at(level) + (2 * step) ** 0.5 * _randn(x.shape, x, generator)
+        x = x + step * output * self._norm_at(level) + (2 * step) ** 0.5 * noise.randn(x.shape, x, generator, batch)
         return torch.remainder(x, 1.0)

@@ -11,7 +11,7 @@ Paper defaults: T = 200 levels, r = 3 resamplings, jump length j = 10, M = 5 cor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -104,7 +104,7 @@ def inpaint_guests(
     settings: InpaintingSettings | None = None,
     seed: int | None = 0,
     device: str = "auto",
-    skip_batches: Sequence[int] = (),
+    skip: Collection[tuple[int, int]] = (),
     progress: bool = False,
     on_batch: Callable[[int, list[GuestCandidate]], None] | None = None,
 ) -> Iterator[list[GuestCandidate]]:
@@ -112,29 +112,35 @@ def inpaint_guests(
 
     ``hosts``/``guests`` come from :func:`prepare_hosts`. ``model`` is a name/path for
     :func:`diffase.load_model` or a loaded :class:`~diffase.generators.score_model.ScoreModel`. Samples of
-    all hosts are batched together (``settings.batch_size`` crystals per network call); batch ``b`` is
-    seeded by ``(seed, b)`` so an interrupted run can resume with ``skip_batches``.
+    all hosts are batched together (``settings.batch_size`` crystals per network call). Sample ``s`` of host
+    ``h`` draws from its own random stream seeded by ``(seed, h, s)`` alone, so it comes out the same in a
+    run of any ``n_samples`` and batch size, and a resumed run skips the ``(host index, sample index)``
+    pairs in ``skip``. ``on_batch(offset, candidates)`` is called with each batch before it is yielded.
     """
     from diffase.generators import load_model
+    from diffase.runtime import child_seed
 
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     settings = settings or InpaintingSettings()
     score_model = load_model(model, device) if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__") else model
-    jobs = [(h, s) for h in range(len(hosts)) for s in range(n_samples)]
+    skip = set(skip)
+    jobs = [(h, s) for h in range(len(hosts)) for s in range(n_samples) if (h, s) not in skip]
+    if not jobs:
+        return
     records = [inpainting_record(hosts[h], guests[h]) for h, _ in jobs]
+    seeds = None if seed is None else [child_seed(seed, h, s) for h, s in jobs]
     batches = score_model.sample_positions(
         records, batch_size=settings.batch_size, n_corrector=settings.n_corrector, snr=settings.snr,
         jump_length=settings.jump_length, n_resample=settings.n_resample, num_levels=settings.num_levels,
-        seed=seed, skip_batches=skip_batches, progress=progress,
+        seeds=seeds, progress=progress,
     )
-    for index, results in batches:
-        first = index * settings.batch_size
+    for first, results in batches:
         out = []
         for k, rec in enumerate(results):
             host_index, sample_index = jobs[first + k]
             out.append(with_guests(hosts[host_index], rec[F.ATOMIC_NUMBERS][~rec[F.KNOWN_MASK]],
                                    rec[F.POSITIONS][~rec[F.KNOWN_MASK]], host_index, sample_index, "diffusion"))
         if on_batch is not None:
-            on_batch(index, out)
+            on_batch(first, out)
         yield out

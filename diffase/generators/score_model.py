@@ -16,11 +16,12 @@ import torch
 from diffase.data import fields as F
 from diffase.data.batch import collate, split, to_device
 from diffase.data.structures import check_elements
+from diffase.diffusion.noise import CrystalGenerators
 from diffase.diffusion.sampler import sample
 from diffase.diffusion.schedules import repaint_schedule
 from diffase.diffusion.ve import VEProcess
 from diffase.nn.score_net import ScoreNet, ScoreNetConfig
-from diffase.runtime import child_seed, make_generator, resolve_device
+from diffase.runtime import resolve_device
 
 CHECKPOINT_KIND = "diffase-score-v1"
 
@@ -92,8 +93,7 @@ class ScoreModel:
         n_resample: int = 1,
         num_levels: int | None = None,
         start_level: int | None = None,
-        seed: int | None = None,
-        skip_batches: Sequence[int] = (),
+        seeds: Sequence[int] | None = None,
         progress: bool = False,
     ) -> Iterator[tuple[int, list[dict]]]:
         """Generate atomic positions for crystals of given cell and species, batch by batch.
@@ -102,11 +102,16 @@ class ScoreModel:
         their ``pos`` (inpainting: noised along the way and exactly restored at the end), the others are
         generated. ``n_resample > 1`` turns on RePaint resampling. ``start_level`` starts from the given
         positions noised to that level instead of from the prior (denoising / template sampling).
-        Yields ``(batch index, records)`` per batch of ``batch_size`` crystals, so callers can stream results
-        to disk. Batch ``b`` draws from its own generator seeded by ``(seed, b)``: the same seed gives the
-        same crystals batch by batch, so a resumed run may skip finished batches (``skip_batches``).
+        ``seeds`` (one per record) seed each crystal's own random stream
+        (:class:`~diffase.diffusion.noise.CrystalGenerators`): a crystal comes out the same whatever else is
+        in its batch, so callers derive the seed of sample ``i`` from ``(seed, i)`` and a resumed or enlarged
+        run reproduces a fresh one. ``seeds=None`` uses torch's global RNG.
+        Yields ``(offset, records)`` per batch of ``batch_size`` crystals, ``offset`` being the index in
+        ``records`` of the batch's first crystal, so callers can stream results to disk.
         """
         check_elements(list(records), set(self.elements) if self.elements else None)
+        if seeds is not None and len(seeds) != len(records):
+            raise ValueError(f"{len(seeds)} seeds for {len(records)} crystals")
         process = self.process if num_levels is None else dataclasses.replace(self.process, num_levels=num_levels)
         schedule = repaint_schedule(process.num_levels, jump_length, n_resample)
         if start_level is not None:
@@ -114,11 +119,9 @@ class ScoreModel:
                 raise ValueError(f"start_level must be in [0, {process.num_levels - 1}], got {start_level}")
             schedule = list(range(start_level, -2, -1))
         score_fn = self.score_fn(process)
-        for index, lo in enumerate(range(0, len(records), batch_size)):
-            if index in skip_batches:
-                continue
-            generator = make_generator(None if seed is None else child_seed(seed, index), self.device)
+        for lo in range(0, len(records), batch_size):
             chunk = records[lo : lo + batch_size]
+            generator = None if seeds is None else CrystalGenerators(seeds[lo : lo + batch_size], self.device)
             batch = to_device(collate(chunk), self.device)
             given = batch[F.POSITIONS].clone()
             known = {}
@@ -138,4 +141,4 @@ class ScoreModel:
                     mask = np.asarray(src[F.KNOWN_MASK], dtype=bool)
                     rec[F.KNOWN_MASK] = mask
                     rec[F.POSITIONS][mask] = np.asarray(src[F.POSITIONS], dtype=np.float64)[mask]
-            yield index, results
+            yield lo, results

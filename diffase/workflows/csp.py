@@ -239,8 +239,8 @@ def run_csp(composition: Composition | str, out: str | Path, settings: CSPSettin
     for E_d (:func:`diffase.workflows.hull_references.reference_entries`; E_d is skipped when empty).
     ``on_result(row)`` is called after each crystal is written (row ``id``: ``u0007`` for unconditional
     crystal 7, ``u0007-i2`` for inpainting run 2 into its framework). Re-running with the same ``out`` and
-    settings resumes: finished crystals are kept, finished batches are not sampled again (batches are
-    seeded, so the rest come out the same).
+    settings resumes: finished crystals are kept and not sampled again (each crystal is seeded by its stage,
+    index and inpainting run alone, so the rest come out as in a fresh run).
     """
     from diffase.calculators import resolve_potential
     from diffase.generators import load_model
@@ -270,16 +270,15 @@ def run_csp(composition: Composition | str, out: str | Path, settings: CSPSettin
     plans = plan_cells(comp, settings)
     done = output.done("unconditional")
     ids = [f"u{p.index:04d}" for p in plans]
-    skip = _finished_batches(ids, settings.batch_size, done)
+    todo = [p for p in plans if ids[p.index] not in done]
+    unconditional_seed = stage_seed(settings.seed, "unconditional")
     batches = score_model.sample_positions(
-        [p.record() for p in plans], batch_size=settings.batch_size, n_corrector=settings.n_corrector,
+        [p.record() for p in todo], batch_size=settings.batch_size, n_corrector=settings.n_corrector,
         snr=settings.snr, n_resample=1, num_levels=settings.num_levels,
-        seed=stage_seed(settings.seed, "unconditional"), skip_batches=skip, progress=progress)
-    for b, records in batches:
+        seeds=[child_seed(unconditional_seed, p.index) for p in todo], progress=progress)
+    for first, records in batches:
         for k, rec in enumerate(records):
-            plan = plans[b * settings.batch_size + k]
-            if ids[plan.index] in done:
-                continue
+            plan = todo[first + k]
             generated = record_to_structure(rec)
             row, relaxed = evaluate_structure(generated, potential, settings=settings,
                                               reference_entries=reference_entries, device=device)
@@ -312,26 +311,17 @@ def run_csp(composition: Composition | str, out: str | Path, settings: CSPSettin
 
     # 3. inpainting of the guests into each framework
     done = output.done("inpainting")
-    jobs = [f"{fw.source}-i{s}" for fw in frameworks for s in range(settings.n_inpaint)]
-    skip = _finished_batches(jobs, settings.inpainting.batch_size, done)
+    skip = [(h, s) for h, fw in enumerate(frameworks) for s in range(settings.n_inpaint) if f"{fw.source}-i{s}" in done]
     for candidates in inpaint_guests([fw.structure for fw in frameworks], [fw.guests for fw in frameworks],
                                      n_samples=settings.n_inpaint, model=score_model, settings=settings.inpainting,
                                      seed=stage_seed(settings.seed, "inpainting"), device=device,
-                                     skip_batches=skip, progress=progress):
+                                     skip=skip, progress=progress):
         for cand in candidates:
             fw = frameworks[cand.host_index]
             job = f"{fw.source}-i{cand.sample_index}"
-            if job in done:
-                continue
             row, relaxed = evaluate_structure(cand.structure, potential, settings=settings,
                                               reference_entries=reference_entries, device=device)
             finish({"id": job, "stage": "inpainting", "composition": comp.reduced_formula, "framework": fw.source,
                     "framework_spacegroup": fw.spacegroup_number, "framework_symprec": fw.symprec,
                     "framework_multiplier": fw.multiplier, **row}, cand.structure, relaxed)
     return output.rows
-
-
-def _finished_batches(ids: Sequence[str], batch_size: int, done: set[str]) -> list[int]:
-    """Indices of the batches of ``ids`` (``batch_size`` each) whose every id is in ``done``."""
-    n_batches = -(-len(ids) // batch_size)
-    return [b for b in range(n_batches) if all(i in done for i in ids[b * batch_size:(b + 1) * batch_size])]
