@@ -235,36 +235,54 @@ def _net(seed=0):
                                              time_dim=16)).double()
 
 
+def _matches(fn, batch, other, out_map=lambda out: out, lattice_map=lambda x: x) -> bool:
+    """Whether ``fn(other)`` equals ``fn(batch)`` with atoms mapped by ``out_map`` and the lattice output by
+    ``lattice_map`` (types and coordinates invariant, the lattice output equivariant)."""
+    out, res = fn(batch), fn(other)
+    return (torch.allclose(res[F.TYPE_TOKENS], out_map(out[F.TYPE_TOKENS]), atol=1e-10)
+            and torch.allclose(res[F.FRAC_COORDS], out_map(out[F.FRAC_COORDS]), atol=1e-10)
+            and torch.allclose(res[F.CELL], lattice_map(out[F.CELL]), atol=1e-10))
+
+
+def _plus_coords(net, term):
+    """A deliberately broken variant of ``net``: ``term(batch)`` (n, 3) added to the coordinate output."""
+    return lambda b: {**net(b), F.FRAC_COORDS: net(b)[F.FRAC_COORDS] + term(b)}
+
+
 def test_denoiser_rotation_translation_and_integer_shift_invariance():
+    """Each check also fails for a variant of the network that breaks the symmetry it names."""
     net, batch = _net(), _batch()
-    out = net(batch)
     q, _ = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))
     q[:, 0] *= -1 if torch.det(q) > 0 else 1  # include a reflection
     rotated = {**batch, F.CELL: batch[F.CELL] @ q.T}
     shifted = {**batch, F.FRAC_COORDS: torch.remainder(batch[F.FRAC_COORDS] + torch.tensor([0.3, -0.2, 0.7],
                                                                                            dtype=torch.float64), 1.0)}
     imaged = {**batch, F.FRAC_COORDS: batch[F.FRAC_COORDS] + torch.randint(-2, 3, batch[F.FRAC_COORDS].shape)}
-    for other, lattice_map in ((rotated, lambda x: x @ q.T), (shifted, lambda x: x), (imaged, lambda x: x)):
-        res = net(other)
-        assert torch.allclose(res[F.TYPE_TOKENS], out[F.TYPE_TOKENS], atol=1e-10)
-        assert torch.allclose(res[F.FRAC_COORDS], out[F.FRAC_COORDS], atol=1e-10)
-        assert torch.allclose(res[F.CELL], lattice_map(out[F.CELL]), atol=1e-10)
+    assert _matches(net, batch, rotated, lattice_map=lambda x: x @ q.T)
+    assert _matches(net, batch, shifted) and _matches(net, batch, imaged)
+    reads_cell = _plus_coords(net, lambda b: 0.1 * b[F.CELL][b[F.BATCH], 0])  # the Cartesian first lattice vector
+    absolute = _plus_coords(net, lambda b: 0.1 * torch.sin(2 * math.pi * b[F.FRAC_COORDS]))  # periodic, not relative
+    aperiodic = _plus_coords(net, lambda b: 0.1 * torch.sin(math.pi * b[F.FRAC_COORDS]))  # period 2, not 1
+    assert not _matches(reads_cell, batch, rotated, lattice_map=lambda x: x @ q.T)
+    assert not _matches(absolute, batch, shifted) and _matches(absolute, batch, imaged)
+    assert not _matches(aperiodic, batch, imaged)
 
 
 def test_denoiser_permutation_equivariance():
     net, batch = _net(), _batch()
-    out = net(batch)
     counts = batch[F.NUM_ATOMS].tolist()  # permute atoms within each crystal
     perm = torch.cat([torch.randperm(counts[0]), counts[0] + torch.randperm(counts[1])])
+    assert not torch.equal(perm, torch.arange(len(perm)))
     permuted = {**batch, F.TYPE_TOKENS: batch[F.TYPE_TOKENS][perm], F.FRAC_COORDS: batch[F.FRAC_COORDS][perm]}
-    res = net(permuted)
-    assert torch.allclose(res[F.TYPE_TOKENS], out[F.TYPE_TOKENS][perm], atol=1e-10)
-    assert torch.allclose(res[F.FRAC_COORDS], out[F.FRAC_COORDS][perm], atol=1e-10)
-    assert torch.allclose(res[F.CELL], out[F.CELL], atol=1e-10)
+    assert _matches(net, batch, permuted, out_map=lambda out: out[perm])
+    by_index = _plus_coords(net, lambda b: 0.01 * torch.arange(len(b[F.FRAC_COORDS]), dtype=torch.float64)[:, None])
+    assert not _matches(by_index, batch, permuted, out_map=lambda out: out[perm])
 
 
-def test_pipeline_is_invariant_to_the_choice_of_unit_cell():
-    """Two cell choices of one crystal reach the network as the same Niggli cell: same outputs."""
+def test_pipeline_is_invariant_to_the_choice_of_unit_cell(monkeypatch):
+    """Two cell choices of one crystal (one given as ASE Atoms) give the same samples: the generator feeds every
+    crystal in its Niggli-reduced cell. The network alone is not invariant to the cell choice (it reads L L^T and
+    fractional differences), so without that reduction the samples differ: the check can fail."""
     s = Structure(Lattice.from_parameters(3.1, 4.3, 5.2, 81, 97, 104), ["Li", "O", "Na"],
                   [[0.1, 0.2, 0.3], [0.55, 0.6, 0.15], [0.8, 0.05, 0.7]])
     rechosen = s.copy()
@@ -272,22 +290,17 @@ def test_pipeline_is_invariant_to_the_choice_of_unit_cell():
     assert round(abs(np.linalg.det(u))) == 1
     rechosen.make_supercell(u)
     assert len(rechosen) == len(s)
-    net = _net()
-    outs = []
-    for struct in (s, rechosen):
-        batch = _batch([struct.get_reduced_structure()])
-        res = net(batch)
-        order = np.lexsort(batch[F.FRAC_COORDS].numpy().T)
-        outs.append((res[F.TYPE_TOKENS][order], res[F.FRAC_COORDS][order],
-                     torch.linalg.norm(res[F.CELL], dim=-1)))
-    for a, b in zip(*outs):
-        assert torch.allclose(a, b, atol=1e-8)
-    # through the generator, which reduces every input itself: the re-chosen cell given as ASE Atoms
     model, kw = tiny_model(), {"t_start": 0.3, "num_levels": 5, "seed": 0}
-    [[x]] = model.sample_from([s], **kw)
-    [[y]] = model.sample_from([AseAtomsAdaptor.get_atoms(rechosen)], **kw)
-    d = x[F.FRAC_COORDS] - y[F.FRAC_COORDS]
-    assert np.allclose(x[F.CELL], y[F.CELL], atol=1e-8) and np.allclose(d, np.round(d), atol=1e-8)
+
+    def same_samples() -> bool:
+        [[x]] = model.sample_from([s], **kw)
+        [[y]] = model.sample_from([AseAtomsAdaptor.get_atoms(rechosen)], **kw)
+        d = x[F.FRAC_COORDS] - y[F.FRAC_COORDS]
+        return np.allclose(x[F.CELL], y[F.CELL], atol=1e-8) and np.allclose(d, np.round(d), atol=1e-8)
+
+    assert same_samples()
+    monkeypatch.setattr(Structure, "get_reduced_structure", lambda self, *args, **kwargs: self.copy())
+    assert not same_samples()
 
 
 # --- guidance ---------------------------------------------------------------------------------------
