@@ -28,10 +28,24 @@ def _train(shared_data, out, **kw):
                              limit_train=24, progress=False)
 
 
-def test_training_resumes_exactly_where_it_stopped(shared_data, tmp_path):
+def test_training_resumes_exactly_where_it_stopped(shared_data, tmp_path, monkeypatch):
+    """A run stopped after 2 steps and started again takes only the 3 missing steps and ends bit for bit where
+    an uninterrupted run of 5 steps ends (a run that restarted from scratch would end there too: hence the
+    count of training steps)."""
+    import diffase.train.score_trainer as score_trainer
+
+    training_steps = []  # one entry per loss evaluated with gradients (validation runs without)
+    real_loss = score_trainer.dsm_loss
+
+    def counting_loss(*args, **kwargs):
+        training_steps.append(torch.is_grad_enabled())
+        return real_loss(*args, **kwargs)
+
     _train(shared_data, tmp_path / "a", max_steps=2)
     assert torch.load(tmp_path / "a" / "last.pt", weights_only=True)["step"] == 2
+    monkeypatch.setattr(score_trainer, "dsm_loss", counting_loss)
     _train(shared_data, tmp_path / "a", max_steps=5, epochs=2)  # resumes mid-epoch 1
+    assert sum(training_steps) == 3
     _train(shared_data, tmp_path / "b", max_steps=5, epochs=2)  # uninterrupted
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
