@@ -413,8 +413,16 @@ def isolated(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_train_resume_load_and_generate_cli(shared_data, isolated, capsys):
+def test_train_resume_load_and_generate_cli(shared_data, isolated, capsys, monkeypatch):
+    import diffase.train.joint_trainer as joint_trainer
     from diffase.train.joint_trainer import JointTrainConfig, train_joint_model
+
+    training_steps = []  # one entry per loss evaluated with gradients (validation runs without)
+    real_loss = joint_trainer.joint_loss
+
+    def counting_loss(*args, **kwargs):
+        training_steps.append(torch.is_grad_enabled())
+        return real_loss(*args, **kwargs)
 
     out = isolated / "run"
     kw = {"model_config": {"hidden": 16, "num_layers": 1, "num_freqs": 4, "time_dim": 16}, "device": "cpu",
@@ -424,8 +432,10 @@ def test_train_resume_load_and_generate_cli(shared_data, isolated, capsys):
     best = train_joint_model(shared_data / "mp20" / "train.csv.gz", shared_data / "mp20" / "val.csv.gz", out,
                              config=JointTrainConfig(max_steps=1, **cfg), **kw)
     assert (out / "last.pt").exists() and best.exists()
+    monkeypatch.setattr(joint_trainer, "joint_loss", counting_loss)
     train_joint_model(shared_data / "mp20" / "train.csv.gz", shared_data / "mp20" / "val.csv.gz", out,
                       config=JointTrainConfig(**cfg), **kw)  # resumes and finishes the epoch
+    assert sum(training_steps) == 1  # only the missing step: a run restarted from scratch ends at step 2 too
     ckpt = torch.load(out / "last.pt", weights_only=True)
     assert ckpt["step"] == 2 and ckpt["epoch"] == 1 and (out / "log.csv").read_text().count("\n") == 2
     model = load_model(out / "best.pt", device="cpu")
