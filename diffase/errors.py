@@ -4,7 +4,9 @@ from __future__ import annotations
 
 
 class DiffaseError(Exception):
-    """Base class of every diffase error."""
+    """Base class of every diffase error. ``exit_code``: what the ``diffase`` command exits with."""
+
+    exit_code = 2  # bad input (the convention of argparse and most Unix tools)
 
 
 class DisorderedStructureError(DiffaseError, ValueError):
@@ -17,6 +19,20 @@ class UnknownElementError(DiffaseError, ValueError):
 
 class InvalidStructureError(DiffaseError, ValueError):
     """A structure cannot be used as given (no periodic cell, degenerate lattice, overlapping atoms...)."""
+
+
+class StructureReadError(InvalidStructureError):
+    """A structure file cannot be read (empty, truncated, corrupt, non-finite numbers); the message names the file."""
+
+
+class SettingsMismatchError(DiffaseError, ValueError):
+    """An output folder holds a run started with other settings; resuming into it would mix two runs."""
+
+
+class NoValidCandidateError(DiffaseError, RuntimeError):
+    """A run finished without a single valid result (every candidate screened out or every method failed)."""
+
+    exit_code = 1
 
 
 class HostTooDenseError(DiffaseError, ValueError):

@@ -80,14 +80,6 @@ def _line(row: dict) -> str:
 
 
 def run(args) -> int:
-    try:
-        return _run(args)
-    except (ValueError, FileNotFoundError) as err:  # bad input (diffase errors included): what and how, no traceback
-        print(f"diffase csp: error: {err}", file=sys.stderr)
-        return 2
-
-
-def _run(args) -> int:
     import os
     import warnings
     from pathlib import Path

@@ -18,6 +18,7 @@ from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from diffase.data.structures import StructureLike, to_structure
+from diffase.errors import DiffaseError, InvalidStructureError, StructureReadError
 
 TABLE_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz")
 ASE_SUFFIXES = (".extxyz", ".xyz", ".traj", ".vasp", ".json")
@@ -73,6 +74,10 @@ def read_structures(source, *, limit: int | None = None, **table_kw) -> list[tup
     ``source`` may be: a CSV table with a CIF column (``.csv``/``.csv.gz``), an ASE database (``.db``),
     a CIF/POSCAR file, any file ASE reads with several frames (``.extxyz``, ``.traj``), a single
     ``Structure``/``Atoms``, or a list of them. Returns ``(name, Structure)`` pairs.
+
+    A file that cannot be read (empty, truncated, corrupt, non-finite numbers, no crystal in it) raises
+    :class:`~diffase.errors.StructureReadError` naming the file and the problem; a crystal diffase cannot
+    use (disordered, unknown element...) raises its own error, with the file name in front.
     """
     if isinstance(source, (Structure, Atoms)):
         source = [source]
@@ -82,6 +87,23 @@ def read_structures(source, *, limit: int | None = None, **table_kw) -> list[tup
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"no such structure file: {path}")
+    try:
+        named = _read_file(path, limit, table_kw)
+    except InvalidStructureError as err:  # unusable numbers (NaN coordinates, no volume): a reading problem
+        raise StructureReadError(f"{path}: {err}") from err
+    except DiffaseError as err:  # disordered, unknown element...: keeps its class, gains where it came from
+        raise type(err)(f"{path}: {err}") from err
+    except Exception as err:  # a parser's own failure (ZeroDivisionError on a truncated CIF, ...): name the file
+        problem = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        raise StructureReadError(f"cannot read a crystal from {path} (empty, truncated or not a "
+                                 f"{_suffix(path) or 'known'} file?): {problem}") from err
+    if not named:
+        raise StructureReadError(f"{path} contains no crystal")
+    return named
+
+
+def _read_file(path: Path, limit: int | None, table_kw: dict) -> list[tuple[str, Structure]]:
+    """The crystals of one file, by its suffix (see :func:`read_structures`)."""
     suffix = _suffix(path)
     if suffix in TABLE_SUFFIXES:
         return read_table(path, limit=limit, **table_kw)

@@ -30,7 +30,8 @@ MIN_DISTANCE = 0.5
 def to_structure(obj: StructureLike, *, name: str | None = None) -> Structure:
     """Return ``obj`` as an ordered, periodic pymatgen ``Structure``; raise a clear error otherwise.
 
-    Accepts a ``Structure`` or a fully periodic ASE ``Atoms``. ``name`` is used in error messages.
+    Accepts a ``Structure`` or a fully periodic ASE ``Atoms`` with finite lattice and coordinates. ``name`` is
+    used in error messages.
     """
     label = f" ({name})" if name else ""
     if isinstance(obj, Atoms):
@@ -56,6 +57,13 @@ def to_structure(obj: StructureLike, *, name: str | None = None) -> Structure:
                 f"structure {obj.formula}{label} has a site of {sp!r}, which is not a chemical element; "
                 "replace dummy species by real elements."
             )
+    if not np.isfinite(obj.lattice.matrix).all():
+        raise InvalidStructureError(f"structure {obj.formula}{label} has a non-finite (NaN or infinite) lattice")
+    bad = np.flatnonzero(~np.isfinite(obj.frac_coords).all(axis=1))
+    if len(bad):
+        raise InvalidStructureError(
+            f"structure {obj.formula}{label} has non-finite (NaN or infinite) coordinates at site(s) "
+            f"{', '.join(str(i) for i in bad[:5])}{' ...' if len(bad) > 5 else ''}; give every atom a position")
     if abs(obj.lattice.volume) < 1e-6:
         raise InvalidStructureError(f"structure {obj.formula}{label} has a degenerate lattice (volume ~ 0)")
     return obj

@@ -39,7 +39,7 @@ from diffase.analysis.symmetry import LOW_SYMMETRY, TOLERANCE_LADDER, space_grou
 from diffase.calculators import MLIP
 from diffase.data import fields as F
 from diffase.data.structures import record_to_structure
-from diffase.errors import HostTooDenseError, InvalidStructureError
+from diffase.errors import HostTooDenseError, InvalidStructureError, UnknownElementError
 from diffase.generators.inpainting import InpaintingSettings, inpaint_guests, prepare_hosts
 from diffase.runtime import child_seed
 from diffase.workflows.csp_output import CSPOutput
@@ -134,6 +134,10 @@ def stage_seed(seed: int, stage: str) -> int:
 def parse_composition(composition: Composition | str, guest: str) -> Composition:
     """The reduced composition (one formula unit), checked: whole numbers, guests and a framework present."""
     comp = Composition(composition)
+    unknown = [el.symbol for el in comp.elements if not isinstance(el, Element)]
+    if unknown:
+        raise UnknownElementError(f"composition {comp.formula}: {', '.join(unknown)} is not a chemical element "
+                                  "symbol (check the spelling and capitalisation, e.g. Li5Si2)")
     if comp.num_atoms == 0:
         raise ValueError(f"empty composition {composition!r}")
     reduced, _ = comp.get_reduced_composition_and_factor()
