@@ -6,7 +6,7 @@ import torch
 from ase import Atoms
 from ase.build import bulk
 from ase.db import connect
-from ase.io import write
+from ase.io import read, write
 from pymatgen.core import Lattice, Structure
 
 from diffase.data import fields as F
@@ -41,8 +41,10 @@ def test_stream_extxyz_appends_frames_with_info(tmp_path):
     path = tmp_path / "out.extxyz"
     append_extxyz(path, [rocksalt()], [{"energy_per_atom": -3.2, "sample": 0}])
     append_extxyz(path, [bulk("Cu")], [{"energy_per_atom": -4.1, "sample": 1}])
-    frames = read_structures(path)
-    assert len(frames) == 2
+    frames = read(path, ":")
+    assert [len(a) for a in frames] == [8, 1] and frames[0].get_chemical_formula() == "Cl4Na4"
+    assert [a.info["energy_per_atom"] for a in frames] == [-3.2, -4.1] and [a.info["sample"] for a in frames] == [0, 1]
+    assert len(read_structures(path)) == 2
 
 
 def test_record_round_trip_keeps_cell_and_species():
