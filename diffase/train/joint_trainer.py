@@ -2,8 +2,10 @@
 
 Loss per batch (one diffusion step t ~ U{1..T} per crystal, shared by its three fields, as in DiffCSP):
 ``w_A * D3PM hybrid loss + w_X * wrapped-normal score matching + w_L * lattice noise MSE``.
-Classifier-free guidance training: each crystal's conditions are dropped (set to "not given") with
-probability ``p_uncond`` (0.2); a crystal whose label is missing is always unconditional for that condition.
+Classifier-free guidance training: all conditions of a crystal are dropped together (set to "not given")
+with probability ``p_uncond`` (0.2), the case guided sampling calls; ``p_drop_each`` (default 0) also drops
+each condition on its own (:func:`diffase.diffusion.guidance.training_dropout`). A crystal whose label is
+missing is always unconditional for that condition.
 
 Conditions come from label columns (band gap, formation energy, energy above hull, joined by
 ``material_id``) or are computed from the structure (:data:`COMPUTED_CONDITIONS`: density, space group,
@@ -24,6 +26,7 @@ from diffase.data import fields as F
 from diffase.data.batch import to_device
 from diffase.data.dataset import load_records
 from diffase.data.structures import record_to_structure
+from diffase.diffusion.guidance import training_dropout
 from diffase.generators.joint import (
     default_processes,
     encode_records,
@@ -43,7 +46,8 @@ COMPUTED_CONDITIONS = {"density": "scalar", "space_group": "categorical", "chemi
 class JointTrainConfig(LoopConfig):
     """Loop settings plus the joint objective's: field weights and condition dropout."""
 
-    p_uncond: float = 0.2
+    p_uncond: float = 0.2  #: probability that a crystal's conditions are all dropped together
+    p_drop_each: float = 0.0  #: extra probability that each condition is dropped on its own
     weight_types: float = 1.0
     weight_coords: float = 1.0
     weight_lattice: float = 1.0
@@ -93,7 +97,7 @@ def condition_arrays(names: Sequence[str], records: Sequence[dict], ids: Sequenc
 
 
 def joint_loss(net: JointDenoiser, processes: dict, items: Sequence[dict], *, p_uncond: float,
-               weights: tuple[float, float, float], generator: torch.Generator | None = None
+               weights: tuple[float, float, float], p_each: float = 0.0, generator: torch.Generator | None = None
                ) -> tuple[torch.Tensor, dict]:
     """Noise a batch of encoded items (``record`` + ``cond`` dicts) at random steps; return the loss and parts."""
     device = next(net.parameters()).device
@@ -103,11 +107,7 @@ def joint_loss(net: JointDenoiser, processes: dict, items: Sequence[dict], *, p_
     types, coords, lattice = processes["types"], processes["coords"], processes["lattice"]
     n_graph, graph = batch[F.NUM_ATOMS].shape[0], batch[F.BATCH]
     steps = torch.randint(1, types.num_steps + 1, (n_graph,), generator=generator, device=device)
-    for name in names:
-        key = F.condition_key(name)
-        drop = torch.rand(n_graph, generator=generator, device=device) < p_uncond
-        value = batch[key]
-        batch[key] = torch.where(drop.view(-1, *([1] * (value.dim() - 1))), torch.full_like(value, float("nan")), value)
+    batch = training_dropout(batch, p_uncond=p_uncond, p_each=p_each, generator=generator)
     x0_types = batch[F.TYPE_TOKENS]
     noisy = dict(batch)
     noisy[F.TYPE_TOKENS] = types.corrupt(x0_types, steps[graph], generator=generator)
@@ -174,7 +174,8 @@ def train_joint_model(
     weights = (config.weight_types, config.weight_coords, config.weight_lattice)
 
     def loss_fn(model, items, generator):
-        return joint_loss(model, processes, items, p_uncond=config.p_uncond, weights=weights, generator=generator)
+        return joint_loss(model, processes, items, p_uncond=config.p_uncond, p_each=config.p_drop_each,
+                          weights=weights, generator=generator)
 
     def checkpoint_fn(model, **extra):
         return make_checkpoint(model, processes, elements, counts, **extra)
