@@ -216,7 +216,8 @@ def test_bad_settings_are_refused():
         InpaintingSettings(num_levels=5, jump_length=10, n_resample=2)
 
 
-def test_cli_streams_ranks_and_resumes(host, tiny_model_path, tmp_path, capsys):
+def test_cli_streams_ranks_and_resumes(host, tiny_model_path, tmp_path, capsys, monkeypatch):
+    import diffase.generators.score_model as score_model
     from diffase.cli import main
 
     host_file = tmp_path / "host.cif"
@@ -230,6 +231,11 @@ def test_cli_streams_ranks_and_resumes(host, tiny_model_path, tmp_path, capsys):
     assert len(lines) == 3 and len(list((out / "candidates").glob("*.cif"))) == 3
     assert (out / "best-1.cif").exists() and (out / "ranking.csv").read_text().startswith("rank,cif,method")
     first = capsys.readouterr().out
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("the resumed run sampled again")
+
+    monkeypatch.setattr(score_model, "sample", no_sampling)  # the same lines alone could come from a redone run
     assert main(args) == 0  # resume: nothing is redone
     assert (out / "results.jsonl").read_text().splitlines() == lines
     assert "3 candidates" in capsys.readouterr().out and "3 candidates" in first
