@@ -16,18 +16,24 @@ import torch
 from diffase.data import fields as F
 
 
+def _is_condition(key: str) -> bool:
+    return key.startswith(F.CONDITION_PREFIX) or key == F.NODE_COND
+
+
 def drop_conditions(batch: dict) -> dict:
-    """A shallow copy of ``batch`` with every graph condition set to NaN ("not given")."""
+    """A shallow copy of ``batch`` with every condition, graph (``cond:*``) and per-atom (``node_cond``), set
+    to NaN ("not given")."""
     out = dict(batch)
     for key, value in batch.items():
-        if key.startswith(F.CONDITION_PREFIX):
+        if _is_condition(key):
             out[key] = torch.full_like(value, float("nan"))
     return out
 
 
 def training_dropout(batch: dict, *, p_uncond: float, p_each: float = 0.0,
                      generator: torch.Generator | None = None) -> dict:
-    """A shallow copy of ``batch`` with conditions dropped for guidance training, per crystal.
+    """A shallow copy of ``batch`` with conditions dropped for guidance training, per crystal (graph
+    conditions ``cond:*`` and the per-atom ``node_cond`` rows of the crystal's atoms).
 
     Each crystal loses ALL its conditions together with probability ``p_uncond``: the unconditional branch
     that sampling calls (:func:`drop_conditions` drops every condition at once) is then trained on a
@@ -36,7 +42,7 @@ def training_dropout(batch: dict, *, p_uncond: float, p_each: float = 0.0,
     ``p_each`` additionally drops each remaining condition independently (0 = off), so a model conditioned
     on several properties also learns each one given alone.
     """
-    keys = [k for k in batch if k.startswith(F.CONDITION_PREFIX)]
+    keys = [k for k in batch if _is_condition(k)]
     if not keys:
         return batch
     for name, p in (("p_uncond", p_uncond), ("p_each", p_each)):
@@ -48,6 +54,8 @@ def training_dropout(batch: dict, *, p_uncond: float, p_each: float = 0.0,
     out = dict(batch)
     for key in keys:
         drop = drop_all | (torch.rand(n_graph, generator=generator, device=device) < p_each)
+        if key == F.NODE_COND:  # per-atom rows follow their crystal
+            drop = drop[batch[F.BATCH]]
         value = batch[key]
         out[key] = torch.where(drop.view(-1, *([1] * (value.dim() - 1))), torch.full_like(value, float("nan")), value)
     return out
@@ -57,7 +65,8 @@ def guided_score_fn(model_fn: Callable[[dict, int], dict], guidance_scale: float
                     discrete: frozenset[str] = frozenset({F.TYPE_TOKENS})) -> Callable[[dict, int], dict]:
     """Wrap ``model_fn(batch, level) -> {field: output}`` into the guided score function of the sampler.
 
-    The conditional call sees the batch's ``cond:*`` values; the unconditional one sees them all as NaN.
+    The conditional call sees the batch's ``cond:*`` and ``node_cond`` values; the unconditional one sees them
+    all as NaN.
     Fields in ``discrete`` hold logits and are combined as log-probabilities.
     """
     if guidance_scale < 0:

@@ -63,6 +63,8 @@ def make_batch(records: Sequence[dict], conditions: dict[str, np.ndarray] | None
     """Collate encoded records into a batch; ``conditions`` maps a name to per-crystal values (B,) or (B, d)."""
     batch = collate(records, dtype=dtype)
     batch[F.FRAC_COORDS] = batch[F.FRAC_COORDS].to(dtype)
+    if F.NODE_COND in batch:
+        batch[F.NODE_COND] = batch[F.NODE_COND].to(dtype)
     for name, values in (conditions or {}).items():
         batch[F.condition_key(name)] = torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=dtype)
     return batch
@@ -243,7 +245,8 @@ class JointModel:
 
     def sample_from(self, structures: Sequence, *, t_start: float | None = None, fix_lattice: bool = False,
                     fix_types: Sequence | bool | None = None, fix_coords: Sequence | bool | None = None,
-                    conditions: dict | None = None, guidance_scale: float | None = None, batch_size: int = 64,
+                    conditions: dict | None = None, node_conditions: Sequence | None = None,
+                    guidance_scale: float | None = None, batch_size: int = 64,
                     num_levels: int | None = None, n_corrector: int = 1, seed: int | None = None,
                     progress: bool = False) -> Iterator[list[dict]]:
         """Generate from given crystals (``Structure``/``Atoms``), each taken in its Niggli-reduced cell (same
@@ -252,14 +255,20 @@ class JointModel:
         ``t_start`` in (0, 1]: start from the crystals noised to that time (a template) instead of the prior.
         ``fix_lattice``: keep every cell; ``fix_types`` / ``fix_coords``: True (all atoms) or one bool array per
         crystal (atoms in the input order of the reduced structure) whose entries end exactly as given.
+        ``node_conditions``: per-atom conditions of a model trained with them, one (n_atoms, d) array per
+        crystal (same atom order); a row of NaN leaves that site free (masked conditioning). Guidance drops
+        them with the graph conditions.
         """
         if t_start is None and not (fix_lattice or fix_types is not None or fix_coords is not None):
             raise ValueError("sample_from needs t_start (template) and/or fixed fields; use sample() for de novo")
         if t_start is not None and not 0 < t_start <= 1:
             raise ValueError(f"t_start must be in (0, 1], got {t_start}")
-        scale = self._check_guidance(conditions, guidance_scale)
+        scale = self._check_guidance(conditions or node_conditions is not None, guidance_scale)
         records = encode_records([structure_to_record(to_structure(s, name=f"structure {i}").get_reduced_structure())
                                   for i, s in enumerate(structures)], self.elements)
+        if node_conditions is not None:
+            for rec, values in zip(records, self._node_condition_arrays(node_conditions, records), strict=True):
+                rec[F.NODE_COND] = values
         processes = self._processes(num_levels)
         n_lev = processes["types"].num_levels
         start = n_lev - 1 if t_start is None else max(0, round(t_start * n_lev) - 1)
@@ -328,6 +337,24 @@ class JointModel:
         return {"written": state["written"], "invalid": state["invalid"], "path": str(path)}
 
     # --- helpers --------------------------------------------------------------------------------------
+    def _node_condition_arrays(self, node_conditions: Sequence, records: Sequence[dict]) -> list[np.ndarray]:
+        """Check per-atom conditions against the model and the crystals; (n_atoms, d) float arrays."""
+        dim = self.net.config.node_cond_dim
+        if not dim:
+            raise ValueError("this model was not trained with per-atom conditions (node_cond_dim = 0); use a "
+                             "checkpoint trained with them")
+        if len(node_conditions) != len(records):
+            raise ValueError(f"{len(node_conditions)} per-atom condition arrays for {len(records)} crystals")
+        out = []
+        for i, (values, rec) in enumerate(zip(node_conditions, records)):
+            values = np.asarray(values, dtype=np.float64)
+            n_atoms = len(rec[F.ATOMIC_NUMBERS])
+            if values.shape != (n_atoms, dim):
+                raise ValueError(f"per-atom conditions of crystal {i} have shape {values.shape}; this model needs "
+                                 f"({n_atoms}, {dim}): one row of {dim} values per atom (NaN rows = not given)")
+            out.append(values)
+        return out
+
     def _batch_generator(self, seed: int | None, b: int):
         if seed is None:
             return None

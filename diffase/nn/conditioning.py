@@ -11,6 +11,10 @@ A condition is declared by a :class:`ConditionSpec` and read from the batch key 
 
 A NaN value (or a missing key) means "not given" and selects the condition's learned null embedding;
 this is what classifier-free guidance drops to, in training (per-sample dropout) and in sampling.
+
+Per-atom conditions (``node_cond`` (n_atoms, d), e.g. a site DOS) work the same way per atom
+(:class:`NodeConditionEmbedding`): a row with a NaN is "not given" and takes the learned null vector, so a
+crystal can condition some sites and leave the others free, and guidance can drop them all.
 """
 
 from __future__ import annotations
@@ -87,3 +91,20 @@ class ConditionEmbedding(nn.Module):
                 feats = clean
             out = out + torch.where(given, self.maps[spec.name](feats), self.null[spec.name])
         return out
+
+
+class NodeConditionEmbedding(nn.Module):
+    """Per-atom conditions (n_atoms, ``dim_in``) -> (n_atoms, ``dim``) by a linear map; a row holding a NaN,
+    or a batch without the field, takes a learned "not given" vector."""
+
+    def __init__(self, dim_in: int, dim: int):
+        super().__init__()
+        self.map = nn.Linear(dim_in, dim)
+        self.null = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, value: torch.Tensor | None, n_atoms: int, like: torch.Tensor) -> torch.Tensor:
+        if value is None:
+            return self.null.to(like.dtype).expand(n_atoms, -1)
+        value = value.to(like.dtype)
+        given = ~torch.isnan(value).any(-1, keepdim=True)
+        return torch.where(given, self.map(torch.nan_to_num(value)), self.null.to(like.dtype))

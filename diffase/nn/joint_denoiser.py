@@ -19,7 +19,8 @@ and ``df``; diffase feeds every crystal in its Niggli-reduced cell (training dat
 alike), which makes the whole pipeline invariant to the input cell choice (tested).
 
 Size: the papers use 512 x 6 (DiffCSP, ~12 M parameters); the shipped CPU-trained model is smaller (see
-its card). Hooks for richer models: ``node_cond_dim`` adds per-atom conditions to the node embedding; a
+its card). Hooks for richer models: ``node_cond_dim`` adds per-atom conditions to the node embedding (NaN
+rows = "not given", a learned null vector, as graph conditions); a
 second node type (ChargeDIFF's charge probes on an 8^3 grid) would add its own embedding and message
 functions to :class:`CSPLayer`-style layers, with atom-probe edges from the 20 nearest probes.
 """
@@ -37,6 +38,7 @@ from diffase.data.neighbors import all_pairs
 from diffase.nn.conditioning import (
     ConditionEmbedding,
     ConditionSpec,
+    NodeConditionEmbedding,
     sinusoidal_embedding,
 )
 
@@ -104,7 +106,7 @@ class JointDenoiser(nn.Module):
         self.type_embedding = nn.Embedding(c.num_elements + 1, c.hidden)
         self.time_mlp = nn.Sequential(nn.Linear(c.time_dim, c.hidden), nn.SiLU(), nn.Linear(c.hidden, c.hidden))
         self.conditions = ConditionEmbedding(c.condition_specs, c.time_dim)
-        self.node_cond = nn.Linear(c.node_cond_dim, c.hidden) if c.node_cond_dim else None
+        self.node_cond = NodeConditionEmbedding(c.node_cond_dim, c.hidden) if c.node_cond_dim else None
         self.layers = nn.ModuleList(CSPLayer(c.hidden, 6 * c.num_freqs, 6) for _ in range(c.num_layers))
         self.out_norm = nn.LayerNorm(c.hidden)
         self.type_head = nn.Linear(c.hidden, c.num_elements)
@@ -121,7 +123,7 @@ class JointDenoiser(nn.Module):
         temb = temb + self.conditions(batch, n_graph, frac)
         h = self.type_embedding(tokens) + self.time_mlp(temb)[graph]
         if self.node_cond is not None:
-            h = h + self.node_cond(batch[F.NODE_COND].to(frac.dtype))
+            h = h + self.node_cond(batch.get(F.NODE_COND), tokens.shape[0], frac)
 
         edge_i, edge_j = all_pairs(num_atoms)
         args = (frac[edge_j] - frac[edge_i]).unsqueeze(-1) * self.freqs.to(frac.dtype)  # (E, 3, k)
