@@ -268,7 +268,9 @@ def tiny_settings(**kw) -> CSPSettings:
     return CSPSettings(**base)
 
 
-def test_run_csp_streams_resumes_and_reports(tiny_model, tmp_path):
+def test_run_csp_streams_resumes_and_reports(tiny_model, tmp_path, monkeypatch):
+    import diffase.generators.score_model as score_model
+
     refs = [ComputedEntry("Li", 0.0), ComputedEntry("Si", 0.0)]
     seen = []
     rows = run_csp("Li5Si2", tmp_path, tiny_settings(), model=tiny_model, calculator=LennardJones(**LJ),
@@ -284,8 +286,14 @@ def test_run_csp_streams_resumes_and_reports(tiny_model, tmp_path):
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     assert len(lines) == len(rows) and len(list((tmp_path / "structures").glob("*.cif"))) == len(rows)
 
-    again = run_csp("Li5Si2", tmp_path, tiny_settings(), model=tiny_model, calculator=LennardJones(**LJ),
-                    reference_entries=refs, device="cpu")  # resume: nothing is redone
+    def redone(*args, **kwargs):  # the same lines alone could come from a seeded run that redid everything
+        raise AssertionError("the resumed run sampled or relaxed again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(score_model, "sample", redone)
+        patch.setattr(LennardJones, "calculate", redone)
+        again = run_csp("Li5Si2", tmp_path, tiny_settings(), model=tiny_model, calculator=LennardJones(**LJ),
+                        reference_entries=refs, device="cpu")  # resume: nothing is redone
     assert (tmp_path / "results.jsonl").read_text().splitlines() == lines and len(again) == len(rows)
     with pytest.raises(ValueError, match="different settings"):
         run_csp("Li5Si2", tmp_path, tiny_settings(seed=1), model=tiny_model, calculator=LennardJones(**LJ),
