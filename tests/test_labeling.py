@@ -23,11 +23,19 @@ from diffase.data.electronic.dataset import (
     write_index,
     write_label,
 )
-from diffase.errors import UnknownElementError
+from diffase.errors import SettingsMismatchError, UnknownElementError
 from diffase.labeling import batch as batch_module
 from diffase.labeling.batch import file_stem, label_structures, parse_shard
 from diffase.labeling.gpaw_runner import check_supported, label_from_raw
-from diffase.labeling.settings import LabelSettings, gpaw_setup_dirs, kpoint_mesh, unsupported_elements
+from diffase.labeling.settings import (
+    PRESETS,
+    LabelSettings,
+    gpaw_setup_dirs,
+    kpoint_mesh,
+    settings_differences,
+    unsupported_elements,
+)
+from tests.fake_gpaw import fake_gpaw_fixture, fake_raw  # noqa: F401 - the fake_gpaw fixture
 
 
 def nacl() -> Structure:
@@ -35,26 +43,9 @@ def nacl() -> Structure:
                      [[0, 0, 0], [0.5, 0.5, 0.5]])
 
 
-def fake_raw(structure: Structure, settings: LabelSettings, **_) -> dict:
-    """What the GPAW worker returns, for a made-up ionic NaCl: Gaussian all-electron atoms, two levels per atom."""
-    shape = (24, 24, 24)
-    frac = np.stack(np.meshgrid(*(np.arange(n) / n for n in shape), indexing="ij"), axis=-1).reshape(-1, 3)
-    ae = np.zeros(len(frac))
-    for site, n_el, width in zip(structure, (10.0, 18.0), (0.3, 0.6)):
-        d = frac - site.frac_coords
-        d -= np.round(d)
-        r2 = np.sum((d @ structure.lattice.matrix) ** 2, axis=1)
-        ae += n_el * np.exp(-r2 / (2 * width**2)) / (2 * np.pi * width**2) ** 1.5
-    ae = ae.reshape(shape) * 28.0 / (ae.mean() * structure.volume)
-    return {
-        "energy": np.float64(-6.4), "efermi": np.float64(1.0), "gap": np.float64(5.0),
-        "pseudo_density": ae / 4.0, "ae_density": ae, "valence_electrons": np.array([7.0, 7.0]),
-        "level_energies": np.array([[-3.0, -1.0, 6.0, 8.0]]),
-        "level_weights": np.array([[[0.0, 0.1, 0.8, 0.1], [0.9, 0.9, 0.1, 0.0]]]),
-        "hirshfeld": np.array([0.3, -0.3]), "kpts": np.array([6, 6, 6]), "n_ibz_kpts": np.int64(16),
-        "nbands": np.int64(9), "scf_iterations": np.int64(10), "seconds": np.float64(1.0),
-        "gpaw_version": np.array("fake"),
-    }
+def nacl_raw(structure: Structure, settings: LabelSettings | None = None, **_) -> dict:
+    """What the GPAW worker returns for ``structure`` (a two-atom cell), made up by :func:`tests.fake_gpaw.fake_raw`."""
+    return fake_raw(structure.lattice.matrix, structure.cart_coords)
 
 
 # --- settings ----------------------------------------------------------------------------------------------------
@@ -94,7 +85,7 @@ def test_parse_shard_and_file_stem():
 
 def test_label_from_raw_fields():
     s = nacl()
-    label = label_from_raw("nacl", s, fake_raw(s, LabelSettings()), LabelSettings())
+    label = label_from_raw("nacl", s, nacl_raw(s), LabelSettings())
     assert label["rho32"].shape == (32, 32, 32)
     assert label["dos"].shape == (2, 512)
     # Bader on the all-electron density: Na loses, Cl gains, neutral in total
@@ -112,7 +103,7 @@ def test_label_structures_resumes_shards_and_records_failures(tmp_path, monkeypa
         calls.append(structure.formula)
         if structure.lattice.a > 4.5:
             raise RuntimeError("SCF did not converge")
-        return fake_raw(structure, settings)
+        return nacl_raw(structure)
 
     monkeypatch.setattr(batch_module, "run_single_point", fake_run)
     monkeypatch.setattr(batch_module, "find_gpaw_python", lambda: "python")
@@ -163,6 +154,89 @@ def test_cli_label_is_registered():
     assert args.func.__module__ == "diffase.commands.label" and args.shard == "1/3"
 
 
+# --- presets and resuming ----------------------------------------------------------------------------------------
+
+
+def test_fast_preset_is_coarse_scf_plus_dos_pass_on_the_default_mesh():
+    fast, default = LabelSettings.from_preset("fast"), LabelSettings.from_preset("default")
+    assert default == LabelSettings() and default.dos_mesh(nacl().lattice) is None
+    assert (fast.h, fast.kpoint_density, fast.kpoint_cap, fast.preset) == (0.25, 8.0, 4, "fast")
+    lattice = nacl().lattice
+    assert fast.dos_mesh(lattice) == kpoint_mesh(lattice, 15.0, 6) == [5, 5, 5]
+    assert kpoint_mesh(lattice, fast.kpoint_density, fast.kpoint_cap) == [3, 3, 3]
+    assert LabelSettings.from_preset("fast", h=0.3).h == 0.3
+    with pytest.raises(ValueError, match="unknown label preset"):
+        LabelSettings.from_preset("quick")
+    with pytest.raises(ValueError, match="both"):
+        LabelSettings(dos_kpoint_density=15.0)
+
+
+def test_fast_preset_settings_round_trip_into_the_label_file(fake_gpaw, tmp_path):
+    """diffase label --preset fast: the settings, preset name and both k-meshes sent to GPAW come back from the file."""
+    from diffase.cli import main
+
+    source = tmp_path / "nacl.cif"
+    nacl().to(filename=str(source))
+    assert main(["label", str(source), "--out", str(tmp_path / "out"), "--preset", "fast"]) == 0
+    label = read_label(tmp_path / "out" / "nacl.npz")
+    stored = LabelSettings.from_dict(json.loads(label["settings"]))
+    assert stored == PRESETS["fast"] and stored.preset == "fast"
+    assert label["kpts"].tolist() == [3, 3, 3] and label["dos_kpts"].tolist() == [5, 5, 5]  # as the worker was told
+    assert LabelSettings.from_dict(json.loads((tmp_path / "out" / "settings.json").read_text())) == stored
+
+
+def test_labels_written_before_presets_read_as_default(shared_data):
+    """Stored settings lack the DOS-pass and preset fields; absent fields mean what the code did then: default."""
+    for path in sorted((shared_data / "electronic").glob("*.npz")):
+        label = read_label(path)
+        if "settings" in label:
+            assert settings_differences(LabelSettings.from_dict(json.loads(label["settings"])), LabelSettings()) == []
+            return
+    pytest.skip("no format-2 label in shared/data/electronic")
+
+
+def test_resume_refuses_changed_settings_before_any_work(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(batch_module, "run_single_point", lambda s, settings, **kw: calls.append(1) or nacl_raw(s))
+    monkeypatch.setattr(batch_module, "find_gpaw_python", lambda: "python")
+    monkeypatch.setattr(batch_module, "unsupported_elements", lambda symbols, settings: [])
+    structures = [nacl(), nacl()]
+    label_structures(structures, tmp_path, shard=(0, 2))
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+
+    fast = LabelSettings.from_preset("fast")
+    with pytest.raises(SettingsMismatchError) as info:
+        label_structures(structures, tmp_path, settings=fast, shard=(1, 2))
+    for difference in ("h: 0.2 -> 0.25", "kpoint_density: 15.0 -> 8.0", "kpoint_cap: 6 -> 4", "preset: 'default'"):
+        assert difference in str(info.value)
+    assert len(calls) == 1 and sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing ran, nothing written
+
+    # a folder from before settings.json existed is checked against its labels' own settings
+    (tmp_path / "settings.json").unlink()
+    with pytest.raises(SettingsMismatchError, match="h: 0.2 -> 0.25"):
+        label_structures(structures, tmp_path, settings=fast)
+
+    # the same settings (a longer timeout is allowed) resume: the done structure is skipped, the other labelled
+    report = label_structures(structures, tmp_path, settings=LabelSettings(timeout=10.0))
+    assert (report.skipped, report.labelled, len(calls)) == (["0"], ["1"], 2)
+
+
+def test_cli_refuses_a_changed_preset_without_writing(tmp_path, monkeypatch, capsys):
+    from diffase.cli import main
+
+    monkeypatch.setattr(batch_module, "run_single_point", lambda s, settings, **kw: nacl_raw(s))
+    monkeypatch.setattr(batch_module, "find_gpaw_python", lambda: "python")
+    monkeypatch.setattr(batch_module, "unsupported_elements", lambda symbols, settings: [])
+    label_structures([nacl()], tmp_path)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    source = tmp_path.parent / "nacl.cif"
+    nacl().to(filename=str(source))
+    assert main(["label", str(source), "--out", str(tmp_path), "--preset", "fast", "--h", "0.2"]) == 2
+    message = capsys.readouterr().out
+    assert "kpoint_density: 15.0 -> 8.0" in message and "h:" not in message and "new --out" in message
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # not even a log file
+
+
 # --- dataset format and loader -----------------------------------------------------------------------------------
 
 
@@ -178,7 +252,7 @@ def test_reads_legacy_shared_labels_and_joins_structures(shared_data, tmp_path):
     folder.mkdir()
     shutil.copy(legacy, folder / "mp-1000.npz")
     s = nacl()
-    write_label(folder / "nacl.npz", label_from_raw("nacl", s, fake_raw(s, LabelSettings()), LabelSettings()))
+    write_label(folder / "nacl.npz", label_from_raw("nacl", s, nacl_raw(s), LabelSettings()))
     write_index(folder)
     data = ElectronicDataset(folder)
     assert len(data) == 2

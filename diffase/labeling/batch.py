@@ -4,28 +4,39 @@ Output folder layout (the label format of :mod:`diffase.data.electronic.dataset`
 
     OUT/<name>.npz                      one label per structure, written atomically when its calculation is done
     OUT/index.csv                       rebuilt from the .npz files at the end of every run
+    OUT/settings.json                   the label settings of the folder (written by the first run)
     OUT/logs/<name>.txt                 GPAW's own text log of each calculation
     OUT/failures-<i>-of-<n>.jsonl       one JSON line per failed structure of shard i (name, formula, error, seconds)
 
 A structure whose ``.npz`` exists is skipped, so re-running the same command resumes; failed structures are tried
 again on the next run. Shard ``i`` of ``n`` takes every n-th structure starting at i (0-based), so ``n`` workers
 started with ``--shard 0/n`` ... ``--shard n-1/n`` on the same input and folder split the work without overlap.
+:func:`~diffase.labeling.workers.label_structures_in_parallel` (``--workers N``) starts N single-threaded worker
+processes on one machine, each a sub-shard of the run's shard.
+
+A run into a folder that holds labels made with other settings is refused before anything is computed or
+written (:class:`~diffase.errors.SettingsMismatchError`, naming each differing field): a folder holds one kind
+of label. Only the per-structure ``timeout`` may change between runs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from diffase.data.electronic.dataset import write_index, write_label
 from diffase.data.io import read_structures
+from diffase.errors import SettingsMismatchError
 from diffase.labeling.gpaw_runner import find_gpaw_python, label_from_raw, run_single_point
-from diffase.labeling.settings import LabelSettings, unsupported_elements
+from diffase.labeling.settings import LabelSettings, settings_differences, unsupported_elements
 
 log = logging.getLogger("diffase.label")
 
@@ -38,6 +49,38 @@ class LabelReport:
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def folder_settings(out_dir: str | Path) -> LabelSettings | None:
+    """The settings a label folder was made with: ``settings.json``, else those stored in its first label (folders
+    written before ``settings.json`` existed), else ``None`` (a new or empty folder)."""
+    out_dir = Path(out_dir)
+    if (out_dir / "settings.json").exists():
+        return LabelSettings.from_dict(json.loads((out_dir / "settings.json").read_text()))
+    for path in sorted(out_dir.glob("*.npz")) if out_dir.is_dir() else []:
+        if not path.name.endswith(".part.npz"):
+            with np.load(path, allow_pickle=False) as npz:
+                if "settings" in npz.files:
+                    return LabelSettings.from_dict(json.loads(str(npz["settings"])))
+    return None
+
+
+def check_resume(out_dir: str | Path, settings: LabelSettings) -> None:
+    """Raise :class:`~diffase.errors.SettingsMismatchError` (listing ``field: folder's -> requested``) if ``out_dir`` holds labels
+    made with settings that differ from ``settings`` in anything but the timeout; reads, never writes."""
+    existing = folder_settings(out_dir)
+    if existing is not None and (differences := settings_differences(existing, settings)):
+        raise SettingsMismatchError(
+            f"{out_dir} holds labels made with other settings ({'; '.join(differences)}): a resumed run must use "
+            f"the folder's settings (preset {existing.preset!r} plus the fields above), or write to a new --out folder"
+        )
+
+
+def write_folder_settings(out_dir: Path, settings: LabelSettings) -> None:
+    """Write ``settings.json`` atomically (a temporary name per process, then a rename: workers may race)."""
+    tmp = out_dir / f"settings.json.{os.getpid()}.part"
+    tmp.write_text(json.dumps(settings.as_dict(), indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, out_dir / "settings.json")
 
 
 def file_stem(name: str) -> str:
@@ -65,13 +108,16 @@ def label_structures(
 
     Structures with elements GPAW cannot treat are found before any calculation starts. Never raises for one
     structure: an unsupported element, a GPAW error or a timeout is logged and written to the shard's failures
-    file, and the run goes on. Raises :class:`~diffase.labeling.gpaw_runner.GPAWNotFoundError` up front if there
-    is work to do and no GPAW.
+    file, and the run goes on. Raises :class:`~diffase.errors.SettingsMismatchError` before anything is written if ``out_dir``
+    holds labels made with other settings, and :class:`~diffase.labeling.gpaw_runner.GPAWNotFoundError` up front
+    if there is work to do and no GPAW.
     """
     start = time.perf_counter()
     index, count = shard
     out_dir = Path(out_dir)
+    check_resume(out_dir, settings)
     (out_dir / "logs").mkdir(parents=True, exist_ok=True)
+    write_folder_settings(out_dir, settings)
     failures = out_dir / f"failures-{index}-of-{count}.jsonl"
     report = LabelReport()
 

@@ -66,7 +66,7 @@ def check_supported(structure: Structure, settings: LabelSettings) -> None:
 def run_single_point(structure: Structure, settings: LabelSettings, *, log_path: str | Path | None = None) -> dict:
     """Run the GPAW worker on ``structure``; return its raw result (see :mod:`diffase.labeling.gpaw_worker`).
 
-    ``log_path`` keeps GPAW's text log. Threads are pinned to one (``OMP_NUM_THREADS=1``); raises
+    ``log_path`` keeps GPAW's text log (and ``<stem>.dos.txt`` that of a DOS pass). Threads are pinned to one (``OMP_NUM_THREADS=1``); raises
     ``RuntimeError`` with the worker's last output lines if it fails, ``subprocess.TimeoutExpired`` on timeout.
     """
     check_supported(structure, settings)
@@ -81,8 +81,10 @@ def run_single_point(structure: Structure, settings: LabelSettings, *, log_path:
                 "mode": settings.mode, "basis": settings.basis, "ecut": settings.ecut, "h": settings.h,
                 "xc": settings.xc, "smearing_width": settings.smearing_width,
                 "kpts": kpoint_mesh(structure.lattice, settings.kpoint_density, settings.kpoint_cap),
+                "dos_kpts": settings.dos_mesh(structure.lattice),
                 "ae_gridrefinement": settings.ae_gridrefinement,
                 "txt": str(log_path) if log_path else os.devnull,
+                "dos_txt": str(Path(log_path).with_suffix(".dos.txt")) if log_path else os.devnull,
             },
         }))
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -95,6 +97,18 @@ def run_single_point(structure: Structure, settings: LabelSettings, *, log_path:
             return {key: npz[key] for key in npz.files}
 
 
+def site_dos(raw: dict, settings: LabelSettings) -> np.ndarray:
+    """Site DOS (n_sites, settings.dos_points), states/eV, of a raw worker result: its levels smeared with
+    ``settings.dos_sigma`` onto the settings' window relative to E_F, spins summed (x2 for a spin-paired run)."""
+    window = DosWindow(settings.dos_e_min, settings.dos_e_max, settings.dos_points)
+    level_energies, level_weights = raw["level_energies"], raw["level_weights"]  # (s, L), (s, n, L)
+    spin_degeneracy = 2.0 if level_energies.shape[0] == 1 else 1.0
+    return sum(
+        smear_levels(level_energies[s] - float(raw["efermi"]), level_weights[s], window, sigma=settings.dos_sigma)
+        for s in range(level_energies.shape[0])
+    ) * spin_degeneracy
+
+
 def label_from_raw(name: str, structure: Structure, raw: dict, settings: LabelSettings) -> dict[str, Any]:
     """Post-process a raw worker result into a label (keys of :mod:`diffase.data.electronic.dataset`).
 
@@ -103,12 +117,7 @@ def label_from_raw(name: str, structure: Structure, raw: dict, settings: LabelSe
     (core + valence, normalised by GPAW to integrate to sum Z), charge = Z - basin electrons.
     """
     window = DosWindow(settings.dos_e_min, settings.dos_e_max, settings.dos_points)
-    level_energies, level_weights = raw["level_energies"], raw["level_weights"]  # (s, L), (s, n, L)
-    spin_degeneracy = 2.0 if level_energies.shape[0] == 1 else 1.0
-    dos = sum(
-        smear_levels(level_energies[s] - float(raw["efermi"]), level_weights[s], window, sigma=settings.dos_sigma)
-        for s in range(level_energies.shape[0])
-    ) * spin_degeneracy
+    dos = site_dos(raw, settings)
     basins = bader_partition(raw["ae_density"], structure.lattice.matrix, structure.frac_coords)
     atomic_numbers = np.array([site.specie.Z for site in structure], dtype=np.float64)
     return {
@@ -126,6 +135,8 @@ def label_from_raw(name: str, structure: Structure, raw: dict, settings: LabelSe
         "bader": bader_charges(basins, atomic_numbers).astype(np.float32),
         "valence_electrons": raw["valence_electrons"].astype(np.float32),
         "n_ibz_kpts": raw["n_ibz_kpts"],
+        "dos_kpts": raw["dos_kpts"],
+        "n_ibz_dos_kpts": raw["n_ibz_dos_kpts"],
         "dft_seconds": raw["seconds"],
         "code_version": np.array(f"GPAW {raw['gpaw_version']}"),
         "settings": np.array(json.dumps(settings.as_dict(), sort_keys=True)),

@@ -10,7 +10,13 @@ subprocess and post-processes the raw result.
 ``JOB.json`` holds ``numbers`` (n,), ``positions`` (n, 3) Angstrom, ``cell`` (3, 3) Angstrom and ``gpaw``: the
 keyword arguments of the calculator except ``txt`` and the structured ones, as plain JSON:
 ``{"mode": "lcao"|"pw", "basis": "dzp", "h": 0.2, "ecut": 400.0, "xc": "PBE", "kpts": [k1, k2, k3],
-"smearing_width": 0.1, "ae_gridrefinement": 2, "txt": path}``.
+"smearing_width": 0.1, "ae_gridrefinement": 2, "txt": path}``, optionally ``"dos_kpts": [k1, k2, k3]`` and
+``"dos_txt": path``.
+
+With ``dos_kpts`` the density, Hirshfeld charges and energy come from the self-consistent run on ``kpts``, and the
+site DOS, Fermi level and gap from a non-self-consistent pass on the ``dos_kpts`` mesh with the density held fixed
+(GPAW ``fixed_density``, same symmetry, so the levels are on its irreducible k-points); its Fermi level is found
+again from the levels on that mesh, since GPAW keeps the self-consistent one.
 
 ``RESULT.npz`` (written atomically: a temporary name, then renamed) holds, all energies in eV:
 
@@ -18,18 +24,20 @@ keyword arguments of the calculator except ``txt`` and the structured ones, as p
 key                    shape                   meaning
 =====================  ======================  =========================================================
 energy                 ()                      total energy (GPAW reference energies), eV
-efermi                 ()                      Fermi level, eV
-gap                    ()                      band gap on the k-mesh (ase.dft.bandgap), eV; 0 for metals
+efermi                 ()                      Fermi level, eV (of the DOS mesh)
+gap                    ()                      band gap on the DOS mesh (ase.dft.bandgap), eV; 0 for metals
 pseudo_density         (n1, n2, n3)            smooth valence pseudo-density, e/Angstrom^3
 ae_density             (m1, m2, m3)            all-electron density with frozen core, e/A^3 (integrates to sum Z)
 valence_electrons      (n,)                    valence electrons of each PAW setup
 level_energies         (n_spins, n_levels)     Kohn-Sham eigenvalues over all IBZ k-points, eV
 level_weights          (n_spins, n, n_levels)  k-weight x sum over bound projectors |<p|psi>|^2 per atom
 hirshfeld              (n,)                    Hirshfeld charges, e (positive = electron loss)
-kpts                   (3,)                    Monkhorst-Pack size used (Gamma-centred)
-n_ibz_kpts, nbands     ()                      irreducible k-points, bands
+kpts                   (3,)                    Monkhorst-Pack size of the self-consistent run (Gamma-centred)
+n_ibz_kpts, nbands     ()                      irreducible k-points of the self-consistent run, bands
+dos_kpts               (3,)                    mesh of the DOS, Fermi level and gap (= kpts without a DOS pass)
+n_ibz_dos_kpts         ()                      irreducible k-points of that mesh
 scf_iterations         ()                      SCF iterations
-seconds                ()                      wall time of the SCF + post-processing, s
+seconds                ()                      wall time of the SCF + DOS pass + post-processing, s
 gpaw_version           ()                      str
 =====================  ======================  =========================================================
 """
@@ -59,6 +67,16 @@ def _calculator(params):
     return GPAW(**kwargs)
 
 
+def _dos_calculator(calc, params):
+    """``calc`` itself, or a non-self-consistent pass on the ``dos_kpts`` mesh with ``calc``'s density fixed."""
+    if not params.get("dos_kpts") or list(params["dos_kpts"]) == list(params["kpts"]):
+        return calc
+    dos_calc = calc.fixed_density(kpts={"size": tuple(params["dos_kpts"]), "gamma": True},
+                                  txt=params.get("dos_txt", os.devnull))
+    dos_calc.wfs.calculate_occupation_numbers()  # the Fermi level of this mesh (fixed_density keeps the SCF one)
+    return dos_calc
+
+
 def _site_levels(calc, n_atoms):
     from gpaw.utilities.dos import raw_orbital_LDOS
     from ase.units import Hartree
@@ -84,12 +102,13 @@ def run(job):
     atoms.calc = _calculator(params)
     energy = atoms.get_potential_energy()
     calc = atoms.calc
-    gap, _, _ = bandgap(calc, output=None)
+    dos_calc = _dos_calculator(calc, params)
+    gap, _, _ = bandgap(dos_calc, output=None)
     refine = params["ae_gridrefinement"]
-    level_energies, level_weights = _site_levels(calc, len(atoms))
+    level_energies, level_weights = _site_levels(dos_calc, len(atoms))
     return {
         "energy": np.float64(energy),
-        "efermi": np.float64(calc.get_fermi_level()),
+        "efermi": np.float64(dos_calc.get_fermi_level()),
         "gap": np.float64(gap),
         "pseudo_density": calc.get_pseudo_density(),
         "ae_density": calc.get_all_electron_density(gridrefinement=refine),
@@ -99,6 +118,8 @@ def run(job):
         "hirshfeld": np.array(HirshfeldPartitioning(calc).get_charges(), dtype=np.float64),
         "kpts": np.array(params["kpts"], dtype=np.int64),
         "n_ibz_kpts": np.int64(len(calc.get_ibz_k_points())),
+        "dos_kpts": np.array(params.get("dos_kpts") or params["kpts"], dtype=np.int64),
+        "n_ibz_dos_kpts": np.int64(len(dos_calc.get_ibz_k_points())),
         "nbands": np.int64(calc.get_number_of_bands()),
         "scf_iterations": np.int64(calc.get_number_of_iterations()),
         "seconds": np.float64(time.perf_counter() - start),

@@ -3,12 +3,24 @@
 The defaults reproduce the labels in shared/data/electronic (GPAW 22.8, PBE, LCAO dzp, grid spacing 0.2 A,
 Gamma-centred k-mesh of ceil(15 |b_i|) points per direction capped at 6, Fermi-Dirac 0.1 eV, spin-paired,
 32^3 pseudo-density, site DOS on [-10, 10] eV with 512 points and GPAW width 0.1 eV).
+
+Presets (:data:`PRESETS`, ``diffase label --preset NAME``):
+
+* ``default``: everything above; the site DOS, Fermi level and gap come from the self-consistent mesh.
+* ``fast``: the self-consistent run on a coarse mesh (k-point density 8, at most 4 per direction) and grid
+  spacing 0.25 A for the density, energy, Hirshfeld and Bader charges (the density converges at far fewer k-points
+  than the DOS); the site DOS, Fermi level and gap from a non-self-consistent pass with that density fixed on the
+  default mesh (density 15, cap 6). Its errors against ``default`` are measured in
+  benchmarks/results/label_preset.md.
+
+A label stores the settings that made it (JSON, with the preset's name); :func:`settings_differences` is what a
+resumed run checks them with.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +36,10 @@ class LabelSettings:
     ``mode``: ``"lcao"`` (basis ``basis``) or ``"pw"`` (cut-off ``ecut``); ``kpoint_density``: points per 1/Angstrom
     of reciprocal vector length (no 2 pi), at most ``kpoint_cap`` per direction; ``smearing_width``: Fermi-Dirac
     width; ``ae_gridrefinement``: refinement of the all-electron density used for Bader basins; ``grid``: size N of
-    the stored N^3 density; ``dos_*``: window and Gaussian sigma of the site DOS; ``timeout``: seconds per structure.
+    the stored N^3 density; ``dos_*``: window and Gaussian sigma of the site DOS; ``dos_kpoint_density`` and
+    ``dos_kpoint_cap``: the mesh of a non-self-consistent DOS pass (``None``: no pass, the DOS comes from the
+    self-consistent mesh); ``preset``: the name of the preset these settings started from (recorded in each label);
+    ``timeout``: seconds per structure (the only field that does not change a label).
     """
 
     xc: str = "PBE"
@@ -41,14 +56,56 @@ class LabelSettings:
     dos_e_max: float = DOSMATGEN_WINDOW.e_max
     dos_points: int = DOSMATGEN_WINDOW.n_points
     dos_sigma: float = DEFAULT_SIGMA
+    dos_kpoint_density: float | None = None
+    dos_kpoint_cap: int | None = None
+    preset: str = "default"
     timeout: float = 3600.0
 
     def __post_init__(self):
         if self.mode not in ("lcao", "pw"):
             raise ValueError(f"mode must be 'lcao' or 'pw', got {self.mode!r}")
+        if (self.dos_kpoint_density is None) != (self.dos_kpoint_cap is None):
+            raise ValueError("give both dos_kpoint_density and dos_kpoint_cap for a DOS pass, or neither")
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> LabelSettings:
+        """The settings of preset ``name`` (a key of :data:`PRESETS`), with ``overrides`` replacing fields."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown label preset {name!r}; choose from {', '.join(PRESETS)}")
+        return replace(PRESETS[name], **overrides)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LabelSettings:
+        """Settings from :meth:`as_dict` output (e.g. a label's ``settings``); absent fields take their defaults,
+        which is what labels written before those fields existed were made with."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+    def dos_mesh(self, lattice: Lattice | np.ndarray) -> list[int] | None:
+        """Mesh of the non-self-consistent DOS pass for ``lattice``, or ``None`` when the settings have none."""
+        if self.dos_kpoint_density is None:
+            return None
+        return kpoint_mesh(lattice, self.dos_kpoint_density, self.dos_kpoint_cap)
+
+
+#: Named settings: ``default`` reproduces shared/data/electronic; ``fast`` is the coarse-SCF + DOS-pass preset.
+PRESETS: dict[str, LabelSettings] = {
+    "default": LabelSettings(),
+    "fast": LabelSettings(h=0.25, kpoint_density=8.0, kpoint_cap=4, dos_kpoint_density=15.0, dos_kpoint_cap=6,
+                          preset="fast"),
+}
+
+#: Fields that do not change what a label holds, so a resume may change them.
+RESUMABLE_FIELDS = frozenset({"timeout"})
+
+
+def settings_differences(old: LabelSettings, new: LabelSettings) -> list[str]:
+    """``"field: old -> new"`` for every field that changes a label (all but :data:`RESUMABLE_FIELDS`)."""
+    return [f"{f.name}: {getattr(old, f.name)!r} -> {getattr(new, f.name)!r}" for f in fields(LabelSettings)
+            if f.name not in RESUMABLE_FIELDS and getattr(old, f.name) != getattr(new, f.name)]
 
 
 def kpoint_mesh(lattice: Lattice | np.ndarray, density: float, cap: int) -> list[int]:

@@ -12,7 +12,9 @@ material_id, cif     str                name and P1 CIF of the geometry; site or
 energy               float              DFT total energy, eV (code's own reference)
 efermi               float              Fermi level, eV
 gap                  float              band gap on the k-mesh, eV (0 for metals)
-kpts                 (3,) int           k-mesh used
+kpts                 (3,) int           k-mesh of the self-consistent run
+dos_kpts             (3,) int           k-mesh of dos, efermi and gap (= kpts unless a non-self-consistent DOS pass
+                                        ran, as in ``diffase label --preset fast``; absent before that existed)
 rho32                (N, N, N) f32      valence density, e/A^3, Fourier-regridded to N^3 (N = 32 by default); from
                                         GPAW the smooth pseudo-density (no PAW augmentation: mean x V is not the
                                         valence count)
@@ -25,8 +27,9 @@ dos_sigma            float              Gaussian standard deviation of the DOS, 
 hirshfeld            (n_sites,) f32     Hirshfeld charges, e (positive = electron loss)
 bader                (n_sites,) f32     Bader charges, e (positive = electron loss); NaN in version 1
 valence_electrons    (n_sites,) f32     valence electrons per site in the calculation
-settings             str                JSON of the settings that made the label
+settings             str                JSON of the settings that made the label (incl. the preset's name)
 n_ibz_kpts           int                irreducible k-points of the calculation
+n_ibz_dos_kpts       int                irreducible k-points of dos_kpts
 dft_seconds          float              wall time of the DFT worker, s
 code_version         str                e.g. "GPAW 22.8.0"
 ===================  =================  =====================================================================
