@@ -39,6 +39,7 @@ def error(fn, batch, move_input, move_output) -> float:
 
 
 def unchanged(out):
+    """The output map of an invariance."""
     return out
 
 
@@ -80,7 +81,7 @@ def test_rotation_and_inversion_equivariance(setup):
 
         assert error(net, batch, move, lambda out: out @ rot.T) < 1e-7
         assert error(anisotropic, batch, move, lambda out: out @ rot.T) > 1e-3
-        inversion = torch.det(rot) < 0
+        inversion = bool(torch.det(rot) < 0)
         assert (error(pseudovector, batch, move, lambda out: out @ rot.T) > 1e-3) == inversion
 
 

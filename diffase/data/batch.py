@@ -44,6 +44,28 @@ def to_device(batch: Batch, device: torch.device | str) -> Batch:
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def select_crystals(batch: Batch, crystals: slice) -> tuple[Batch, slice]:
+    """The consecutive crystals ``crystals`` (a slice of crystal indices, step 1) of a batch as a batch of
+    their own, on the same device, and the slice of the original atom rows they occupy.
+
+    Node fields are cut to those atoms, graph fields (and conditions) to those crystals, ``batch`` renumbered
+    from 0. Edge fields are refused: build the neighbour list of the selection instead.
+    """
+    lo, hi, step = crystals.indices(batch[F.NUM_ATOMS].shape[0])
+    if step != 1 or hi <= lo:
+        raise ValueError(f"select_crystals needs a non-empty slice of consecutive crystals, got {crystals}")
+    bounds = torch.cumsum(batch[F.NUM_ATOMS], 0).tolist()
+    atoms = slice(bounds[lo - 1] if lo else 0, bounds[hi - 1])
+    out: Batch = {}
+    for key, value in batch.items():
+        kind = F.field_kind(key)
+        if kind == "edge":
+            raise ValueError(f"select_crystals cannot cut the edge field {key!r}")
+        out[key] = value[atoms] if kind == "node" else value[lo:hi]
+    out[F.BATCH] = out[F.BATCH] - lo
+    return out, atoms
+
+
 def split(batch: Batch) -> list[dict[str, np.ndarray]]:
     """Split a batch back into per-crystal records of numpy arrays (node and graph fields only)."""
     counts = batch[F.NUM_ATOMS].tolist()

@@ -61,6 +61,16 @@ def hardware_info(device: torch.device, threads: int | None) -> dict:
     return {"device": str(device), "device_name": name, "torch_threads": threads}
 
 
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The order in which epoch ``epoch`` visits ``n`` training items (a seeded permutation of 0..n-1)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """Learning-rate multiplier of optimiser step ``step`` (0-based): linear from 1/warmup_steps up to 1."""
+    return min(1.0, (step + 1) / max(1, warmup_steps))
+
+
 def read_resume_state(out_dir: str | Path) -> dict | None:
     """The ``last.pt`` of a run folder, read like every checkpoint (:func:`diffase.hub.read_checkpoint`,
     ``weights_only=True``), or None for a fresh run."""
@@ -109,7 +119,7 @@ def train_loop(
     out.mkdir(parents=True, exist_ok=True)
     ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
-    warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)))
+    warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_factor(s, config.warmup_steps))
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, factor=config.plateau_factor, patience=config.plateau_patience, min_lr=config.min_lr)
     step, epoch, batch_in_epoch, wall, best_val = 0, 0, 0, 0.0, math.inf
@@ -142,7 +152,7 @@ def train_loop(
     log_path = out / "log.csv"
     n_batches = math.ceil(len(train) / config.batch_size)
     while epoch < config.epochs and not out_of_budget():
-        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed + epoch)).tolist()
+        perm = epoch_order(len(train), config.seed, epoch)
         net.train()
         sums: dict[str, float] = {}
         seen = 0

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import torch
 
+from diffase.data.batch import select_crystals
 from diffase.diffusion.ve import VEProcess
 from diffase.nn.score_net import ScoreNet
 
 
-def dsm_loss(net: ScoreNet, process: VEProcess, batch: dict, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Noise ``batch`` at random levels and return the DSM loss of ``net`` on it (scalar, unitless)."""
+def dsm_loss(net: ScoreNet, process: VEProcess, batch: dict, *, generator: torch.Generator | None = None,
+             crystals: slice | None = None) -> torch.Tensor:
+    """Noise ``batch`` at random levels and return the DSM loss of ``net`` on it (scalar, unitless).
+
+    ``crystals``: score only these consecutive crystals of the batch. The noise is still drawn for the whole
+    batch, so a data-parallel rank that scores its share of a global batch draws the noise one device would.
+    """
     n_graph = batch["num_atoms"].shape[0]
     sigma = process.sample_sigma(n_graph, generator=generator, device=batch["pos"].device)
     noisy, target = process.corrupt(batch, sigma, generator=generator)
+    if crystals is not None:
+        noisy, atoms = select_crystals(noisy, crystals)
+        target = target[atoms]
     return process.loss(net(noisy), target, noisy)
 
 

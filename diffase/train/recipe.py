@@ -1,0 +1,127 @@
+"""Training recipes: every hyper-parameter of a training run in one JSON file, run by ``diffase train --recipe``.
+
+A recipe is a JSON object with these keys (all but ``model`` optional):
+
+* ``model``: ``"score"`` (:func:`~diffase.train.score_trainer.train_score_model`; several devices:
+  :func:`~diffase.train.lightning.train_score_model_lightning`) or ``"joint"``
+  (:func:`~diffase.train.joint_trainer.train_joint_model`, one device);
+* ``train``, ``val``: data paths (relative paths are read from the current directory); ``out``: run folder;
+  ``labels``: label CSV of a conditional joint model;
+* ``model_config``: the network's settings (score: :class:`~diffase.nn.score_net.ScoreNetConfig` except
+  ``avg_num_neighbors``, which is measured on the data; joint: :class:`~diffase.nn.joint_denoiser.JointDenoiserConfig`
+  except ``num_elements`` and ``conditions``, which come from the data and ``config.conditions``);
+* ``process``: the score model's :class:`~diffase.diffusion.ve.VEProcess` settings (the joint model's
+  processes are fixed by :func:`~diffase.generators.joint.default_processes`);
+* ``config``: the loop settings (:class:`~diffase.train.score_trainer.TrainConfig` or
+  :class:`~diffase.train.joint_trainer.JointTrainConfig`);
+* ``about``: free text (where the recipe comes from).
+
+A key the trainer does not accept is refused when the recipe is read, naming the key and the accepted ones.
+The recipes of the shipped models live in ``recipes/`` at the top of the repository.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+#: Network settings a recipe must not give: the trainer sets them from the data.
+_FROM_DATA = {"score": {"avg_num_neighbors"}, "joint": {"num_elements", "conditions"}}
+
+
+@dataclass
+class Recipe:
+    """A training run's settings (see the module docstring for each key)."""
+
+    model: str
+    train: str | None = None
+    val: str | None = None
+    out: str | None = None
+    labels: str | None = None
+    model_config: dict = field(default_factory=dict)
+    process: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    about: str = ""
+
+
+def _accepted(model: str) -> dict[str, set[str]]:
+    """Keys each section of a ``model`` recipe may hold."""
+    if model == "score":
+        from diffase.diffusion.ve import VEProcess
+        from diffase.nn.score_net import ScoreNetConfig
+        from diffase.train.score_trainer import TrainConfig
+
+        net, process, loop = ScoreNetConfig, {f.name for f in fields(VEProcess)}, TrainConfig
+    elif model == "joint":
+        from diffase.nn.joint_denoiser import JointDenoiserConfig
+        from diffase.train.joint_trainer import JointTrainConfig
+
+        net, process, loop = JointDenoiserConfig, set(), JointTrainConfig
+    else:
+        raise ValueError(f"recipe model must be 'score' or 'joint', got {model!r}")
+    return {"model_config": {f.name for f in fields(net)} - _FROM_DATA[model], "process": process,
+            "config": {f.name for f in fields(loop)}}
+
+
+def check_recipe(recipe: Recipe) -> Recipe:
+    """Return ``recipe`` if its trainer accepts every key it names; raise ``ValueError`` naming any other."""
+    for section, accepted in _accepted(recipe.model).items():
+        unknown = sorted(set(getattr(recipe, section)) - accepted)
+        if unknown:
+            raise ValueError(f"{recipe.model} recipe: {section} key(s) {', '.join(map(repr, unknown))} are not "
+                             f"accepted by the trainer; accepted: {', '.join(sorted(accepted)) or 'none'}")
+    if recipe.labels is not None and recipe.model != "joint":
+        raise ValueError("recipe: 'labels' is for conditional joint models only")
+    return recipe
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and check a recipe JSON file."""
+    data = json.loads(Path(path).read_text())
+    unknown = sorted(set(data) - {f.name for f in fields(Recipe)})
+    if unknown:
+        raise ValueError(f"recipe {path}: unknown key(s) {', '.join(map(repr, unknown))}; "
+                         f"known: {', '.join(f.name for f in fields(Recipe))}")
+    if "model" not in data:
+        raise ValueError(f"recipe {path}: no 'model' ('score' or 'joint')")
+    return check_recipe(Recipe(**data))
+
+
+def train_recipe(recipe: Recipe, *, train=None, val=None, out=None, overrides: dict | None = None, devices: int = 1,
+                 device: str = "auto", num_threads: int | None = None, limit_train: int | None = None,
+                 progress: bool = True) -> Path:
+    """Run ``recipe`` and return the path of its ``best.pt``.
+
+    ``train`` / ``val`` / ``out`` replace the recipe's paths; ``overrides`` replace ``config`` entries (e.g.
+    ``{"max_steps": 1}``). ``devices`` > 1 trains the score model with Lightning DDP (``device="cpu"``:
+    CPU processes over gloo; otherwise GPUs). Re-running on the same ``out`` resumes.
+    """
+    recipe = check_recipe(replace(recipe, config={**recipe.config, **(overrides or {})}))
+    train, val, out = train or recipe.train, val or recipe.val, out or recipe.out
+    if train is None or val is None or out is None:
+        raise ValueError("training needs training data, validation data and a run folder: give them or name "
+                         "them in the recipe ('train', 'val', 'out')")
+    if recipe.model == "joint":
+        if devices > 1:
+            raise ValueError("the joint model trains on one device; multi-device (DDP) training is for the score model")
+        from diffase.train.joint_trainer import JointTrainConfig, train_joint_model
+
+        return train_joint_model(train, val, out, model_config=recipe.model_config,
+                                 config=JointTrainConfig(**recipe.config), labels=recipe.labels, device=device,
+                                 num_threads=num_threads, limit_train=limit_train, progress=progress)
+    from diffase.diffusion.ve import VEProcess
+    from diffase.nn.score_net import ScoreNetConfig
+    from diffase.train.score_trainer import TrainConfig
+
+    kwargs = {"model_config": ScoreNetConfig(**recipe.model_config), "process": VEProcess(**recipe.process),
+              "config": TrainConfig(**recipe.config), "num_threads": num_threads, "limit_train": limit_train,
+              "progress": progress}
+    if devices > 1:
+        from diffase.train.lightning import train_score_model_lightning
+
+        accelerator = "cpu" if device == "cpu" else "auto" if device == "auto" else "gpu"
+        return train_score_model_lightning(train, val, out, devices=devices, accelerator=accelerator, **kwargs)
+    from diffase.train.score_trainer import train_score_model
+
+    return train_score_model(train, val, out, device=device, **kwargs)

@@ -1,0 +1,74 @@
+"""The committed training recipes (recipes/*.json): they match the shipped checkpoints, their cards name
+them, and each runs one training step through ``diffase train --recipe``."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffase.cli import main
+from diffase.generators.joint import default_processes
+from diffase.train.recipe import Recipe, load_recipe, train_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").glob("*.json"))
+SHIPPED = sorted(p.stem for p in (ROOT / "models").glob("*.pt"))
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("DIFFASE_CACHE", str(tmp_path_factory.getbasetemp() / "record-cache"))
+
+
+def test_every_shipped_model_has_a_recipe_named_by_its_card():
+    assert SHIPPED and [p.stem for p in RECIPES] == SHIPPED
+    for name in SHIPPED:
+        card = (ROOT / "models" / f"{name}.md").read_text()
+        assert f"diffase train --recipe recipes/{name}.json" in card and "train.py" not in card
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_recipe_holds_the_settings_stored_in_the_shipped_checkpoint(name):
+    recipe = load_recipe(ROOT / "recipes" / f"{name}.json")
+    ckpt = torch.load(ROOT / "models" / f"{name}.pt", weights_only=True)
+    stored = ckpt["train"]
+    assert (recipe.train, recipe.val) == (stored["data"], stored["val_data"])
+    assert recipe.model_config == {k: v for k, v in ckpt["model_config"].items()
+                                   if k not in {"avg_num_neighbors", "num_elements", "conditions"}}
+    if recipe.model == "score":
+        assert recipe.process == ckpt["process"]
+    else:
+        assert {k: p.to_dict() for k, p in default_processes(len(ckpt["elements"])).items()} == ckpt["processes"]
+    # the budget is the shipped run's length in steps; everything else is the stored loop config
+    budget = {"max_steps": stored["step"], "max_time_s": None}
+    assert recipe.config == {**stored["config"], **budget}
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
+def test_each_recipe_runs_one_training_step(recipe, shared_data, tmp_path):
+    data = str(shared_data / "mp20" / "train.csv.gz")  # validation on training rows: only elements it saw
+    code = main(["train", data, data, "--recipe", str(recipe), "--out", str(tmp_path / "run"), "--max-steps", "1",
+                 "--limit-train", "8", "--max-val", "4", "--device", "cpu", "--threads", "1"])
+    assert code == 0 and (tmp_path / "run" / "best.pt").exists()
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    expected = {k: v for k, v in json.loads(recipe.read_text())["config"].items() if k not in {"max_steps", "max_val"}}
+    assert last["step"] == 1 and last["train"]["config"] | expected == last["train"]["config"]
+
+
+@pytest.mark.parametrize("section, entry", [("config", {"learning_rate": 1e-3}),
+                                            ("model_config", {"avg_num_neighbors": 40}),
+                                            ("process", {"sigma_max": 5.0})])
+def test_a_recipe_naming_a_setting_its_trainer_does_not_accept_is_refused(section, entry, tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"model": "joint" if section == "process" else "score", section: entry}))
+    with pytest.raises(ValueError, match=next(iter(entry))):
+        load_recipe(path)
+    path.write_text(json.dumps({"model": "score", "epochs": 3}))
+    with pytest.raises(ValueError, match="unknown key.*'epochs'"):
+        load_recipe(path)
+
+
+def test_joint_recipe_refuses_several_devices(tmp_path):
+    with pytest.raises(ValueError, match="one device"):
+        train_recipe(Recipe(model="joint"), train="t.csv", val="v.csv", out=tmp_path, devices=2)
