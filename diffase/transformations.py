@@ -23,8 +23,8 @@ from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.transformations.transformation_abc import AbstractTransformation
 
-from diffase.data.structures import MIN_DISTANCE, to_structure
-from diffase.errors import InvalidStructureError
+from diffase.data.structures import MIN_DISTANCE, StructureLike, to_structure
+from diffase.errors import DiffaseError, InvalidStructureError, NoValidCandidateError
 from diffase.generators.inpainting import GuestCandidate, InpaintingSettings, inpaint_guests, prepare_hosts
 from diffase.generators.voronoi import voronoi_insertion
 
@@ -84,6 +84,19 @@ def rank_results(results: Sequence[dict], *, deduplicate: bool = True) -> list[d
     return unique
 
 
+def no_valid_candidate_reason(results: Sequence[dict], host_formula: str) -> str:
+    """Why a run gave nothing to rank: how many candidates were screened out, and the first reason."""
+    if not results:
+        return f"no candidate was generated for {host_formula}"
+    first = next((r.get("error") for r in results if r.get("error")), "not valid")
+    return (f"all {len(results)} candidate(s) for {host_formula} were screened out (first: {first}); "
+            "try more samples, fewer guests or the 'hybrid' method")
+
+
+def _log_failure(method: str, err: Exception) -> None:
+    log.warning("the %s half of the hybrid method failed (%s); ranking the other half's candidates", method, err)
+
+
 class InpaintIntercalantTransformation(AbstractTransformation):
     """Insert guest atoms into a host and return the best candidates, ranked by MLIP energy.
 
@@ -140,24 +153,51 @@ class InpaintIntercalantTransformation(AbstractTransformation):
 
         return resolve_potential(self.calculator, self.device)
 
-    def iter_candidates(self, host: Structure, *, skip_samples: Collection[int] = (), progress: bool = False,
-                        on_batch: Callable[[int, list[GuestCandidate]], None] | None = None) -> Iterator[GuestCandidate]:
+    def prepare(self, host: StructureLike) -> tuple[list[Structure], list[dict[str, int]]]:
+        """Check ``host`` and the guest request before any work (:func:`prepare_hosts`: ordered host, no
+        overlapping atoms, known guest element, positive count, room to fit); return hosts and guest counts."""
+        return prepare_hosts(host, self.guest, self.count, self.concentration)
+
+    def iter_candidates(self, host: StructureLike, *, skip_samples: Collection[int] = (), progress: bool = False,
+                        on_batch: Callable[[int, list[GuestCandidate]], None] | None = None,
+                        on_failure: Callable[[str, Exception], None] | None = None) -> Iterator[GuestCandidate]:
         """Unevaluated candidates, as they are generated (diffusion batches first, then the baseline).
 
-        Diffusion sample ``i`` depends on ``(seed, i)`` alone; ``skip_samples`` are not generated (resume)."""
-        hosts, guests = prepare_hosts(host, self.guest, self.count, self.concentration)
-        if self.method in ("diffusion", "hybrid"):
-            for batch in inpaint_guests(hosts, guests, n_samples=self.n_samples, model=self.model, settings=self.settings,
-                                        seed=self.seed, device=self.device, skip=[(0, i) for i in skip_samples],
-                                        progress=progress, on_batch=on_batch):
-                yield from batch
-        if self.method in ("voronoi", "hybrid"):
-            from diffase.simulate.single_point import single_points
+        Diffusion sample ``i`` depends on ``(seed, i)`` alone; ``skip_samples`` are not generated (resume).
+        With ``method="hybrid"`` a half that fails (a :class:`~diffase.errors.DiffaseError`, e.g. no free
+        Voronoi site left for the last guest) is passed to ``on_failure(method, error)`` (default: a logged
+        warning) and the other half goes on; :class:`~diffase.errors.NoValidCandidateError` when both fail.
+        A single method's failure is raised as it is.
+        """
+        hosts, guests = self.prepare(host)
+        halves = {"diffusion": lambda: self._diffusion_candidates(hosts, guests, skip_samples, progress, on_batch),
+                  "voronoi": lambda: self._voronoi_candidates(hosts[0], guests[0])}
+        methods = ("diffusion", "voronoi") if self.method == "hybrid" else (self.method,)
+        failures = {}
+        for method in methods:
+            try:
+                yield from halves[method]()
+            except DiffaseError as err:
+                if len(methods) == 1:
+                    raise
+                failures[method] = err
+                (on_failure or _log_failure)(method, err)
+        if len(failures) == len(methods):
+            raise NoValidCandidateError("both halves of the hybrid method failed: "
+                                        + "; ".join(f"{m}: {err}" for m, err in failures.items()))
 
-            potential = self._potential()
-            beam = 1 if self.method == "voronoi" else max(1, self.n_samples // 2)
-            yield from voronoi_insertion(hosts[0], guests[0], lambda ss: [p.energy for p in single_points(ss, potential)],
-                                         beam_width=beam)
+    def _diffusion_candidates(self, hosts, guests, skip_samples, progress, on_batch) -> Iterator[GuestCandidate]:
+        for batch in inpaint_guests(hosts, guests, n_samples=self.n_samples, model=self.model, settings=self.settings,
+                                    seed=self.seed, device=self.device, skip=[(0, i) for i in skip_samples],
+                                    progress=progress, on_batch=on_batch):
+            yield from batch
+
+    def _voronoi_candidates(self, host: Structure, guests: dict[str, int]) -> Iterator[GuestCandidate]:
+        from diffase.simulate.single_point import single_points
+
+        beam = 1 if self.method == "voronoi" else max(1, self.n_samples // 2)
+        yield from voronoi_insertion(host, guests, lambda ss: [p.energy for p in single_points(ss, self._potential())],
+                                     beam_width=beam)
 
     def evaluate(self, candidate: GuestCandidate) -> dict:
         """Relax and score one candidate (see :func:`evaluate_candidate`)."""
@@ -176,9 +216,7 @@ class InpaintIntercalantTransformation(AbstractTransformation):
         results = [self.evaluate(c) for c in self.iter_candidates(host)]
         ranked = rank_results(results, deduplicate=self.deduplicate)
         if not ranked:
-            raise InvalidStructureError(
-                f"all {len(results)} candidates for {host.composition.reduced_formula} had overlapping atoms; "
-                "try more samples or the 'hybrid' method")
+            raise NoValidCandidateError(no_valid_candidate_reason(results, host.composition.reduced_formula))
         if return_ranked_list is False:
             return ranked[0]["structure"]
         if return_ranked_list is True:

@@ -91,8 +91,9 @@ def run(args) -> int:
 
     from diffase.analysis.symmetry import parse_space_groups
     from diffase.generators.inpainting import InpaintingSettings
+    from diffase.resume import SETTINGS_FILE, check_resume
     from diffase.runtime import configure_threads
-    from diffase.workflows.csp import CSPSettings, parse_composition, run_csp
+    from diffase.workflows.csp import CSPSettings, parse_composition, run_csp, run_settings
     from diffase.workflows.csp_report import markdown_table, write_report
     from diffase.workflows.hull_references import reference_entries
 
@@ -108,6 +109,9 @@ def run(args) -> int:
         min_distance=args.min_distance, fmax=args.fmax, relax_steps=args.relax_steps, seed=args.seed)
     comp = parse_composition(Composition(args.composition), args.guest)
     out = Path(args.out or f"csp-{comp.reduced_formula}")
+    # a resume with other settings is refused before the reference hull is relaxed or anything is written
+    check_resume(out / SETTINGS_FILE, run_settings(comp, settings, model=args.model, calculator=args.calculator),
+                 what="CSP", only_given=True)
     out.mkdir(parents=True, exist_ok=True)
     elements = [el.symbol for el in comp.elements]
     refs = reference_entries(elements, elemental=args.elemental_references, entries=args.reference_entries,

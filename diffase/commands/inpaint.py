@@ -9,7 +9,11 @@ Output folder layout (``--out``):
 
 Re-running the same command resumes: finished candidates are not redone and finished diffusion samples are
 not sampled again. Sample ``i`` is seeded by ``(seed, i)`` alone, so a resumed run, or one grown from 2 to 3
-samples, gives the same samples as a fresh run with the final ``--samples``.
+samples, gives the same samples as a fresh run with the final ``--samples``. ``settings.json`` records what
+identifies the run (host content, guest, count, method, model and its checkpoint hash, sampler and relaxation
+settings): a re-run with any of them changed is refused, naming them, before anything is sampled or written
+(:mod:`diffase.resume`). Bad input (host file, guest, count, host with overlapping atoms, sampler settings,
+missing model) is refused before the folder is created; a run with no valid candidate exits 1 with the reason.
 """
 
 from __future__ import annotations
@@ -60,24 +64,45 @@ def _finished(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def run_settings(host, t) -> dict:
+    """What identifies an inpainting run in its ``settings.json``: the host's content (formula and
+    :func:`~diffase.resume.structure_fingerprint`, not its file name), the model (name and checkpoint SHA-256)
+    and every transformation argument but the device; the number of samples too, except for
+    ``--method diffusion``, whose samples are seeded one by one so a folder can grow."""
+    from diffase.resume import model_fingerprint, structure_fingerprint
+
+    ignored = {"device", "model"} | ({"n_samples"} if t.method == "diffusion" else set())
+    return {"host_formula": host.composition.reduced_formula, "host_sha256": structure_fingerprint(host),
+            **model_fingerprint(t.model),
+            **{k: v for k, v in t.as_dict().items() if not k.startswith("@") and k not in ignored}}
+
+
 def run(args) -> int:
     from pymatgen.core import Structure
     from tqdm.auto import tqdm
 
-    from diffase.data.io import append_extxyz, read_structures
+    from diffase.data.io import append_extxyz, json_line, read_structures
+    from diffase.errors import NoValidCandidateError
+    from diffase.resume import SETTINGS_FILE, check_resume, write_settings
     from diffase.runtime import configure_threads
-    from diffase.transformations import InpaintIntercalantTransformation, rank_results
+    from diffase.transformations import InpaintIntercalantTransformation, no_valid_candidate_reason, rank_results
 
+    if args.top < 1:
+        raise ValueError(f"--top must be >= 1, got {args.top}")
     configure_threads(args.threads)
+    # every check before the output folder exists: host file, arguments, guests vs host, model, resume
     host = read_structures(args.host)[0][1]
-    out = Path(args.out)
-    (out / "candidates").mkdir(parents=True, exist_ok=True)
     t = InpaintIntercalantTransformation(
         args.guest, count=args.count, concentration=args.concentration, n_samples=args.samples, method=args.method,
         relax=not args.no_relax, calculator=args.calculator, model=args.model, refine_guests=args.refine_guests,
         num_levels=args.levels, n_resample=args.resample, jump_length=args.jump, n_corrector=args.corrector,
         snr=args.snr, fmax=args.fmax, seed=args.seed, device=args.device)
-    (out / "settings.json").write_text(json.dumps({"host": str(args.host), **t.as_dict()}, indent=1, default=str))
+    t.prepare(host)
+    out = Path(args.out)
+    settings = run_settings(host, t)
+    check_resume(out / SETTINGS_FILE, settings, what="inpaint")
+    (out / "candidates").mkdir(parents=True, exist_ok=True)
+    write_settings(out / SETTINGS_FILE, settings)
 
     log_path = out / "results.jsonl"
     done = {(r["method"], r["sample_index"]) for r in _finished(log_path)}
@@ -89,28 +114,41 @@ def run(args) -> int:
     print(f"{host.composition.reduced_formula} + {args.count or args.concentration} {args.guest}: {args.method}, "
           f"{args.samples} sample(s), T={args.levels} r={args.resample} j={args.jump} M={args.corrector} "
           f"snr={args.snr}, model {args.model}; writing to {out}/", file=sys.stderr, flush=True)
+    failed = []
+
+    def report_failure(method: str, err: Exception) -> None:
+        failed.append(method)
+        print(f"the {method} half of --method hybrid failed: {err}; ranking the other half's candidates",
+              file=sys.stderr, flush=True)
+
     bar = tqdm(desc="relaxing candidates", unit="cand", disable=not interactive)
-    for cand in t.iter_candidates(host, skip_samples=finished_samples, progress=interactive):
+    for cand in t.iter_candidates(host, skip_samples=finished_samples, progress=interactive,
+                                  on_failure=report_failure):
         if (cand.method, cand.sample_index) in done:
             continue
         result = t.evaluate(cand)
         cif = out / "candidates" / f"{cand.method}-{cand.sample_index:03d}.cif"
         result["structure"].to(filename=str(cif))
         scalars = {k: result[k] for k in SCALARS if k in result}
-        append_extxyz(out / "candidates.extxyz", [result["structure"]], [scalars])
+        line = json_line({**scalars, "cif": cif.name})
+        append_extxyz(out / "candidates.extxyz", [result["structure"]], [json.loads(line)])
         with open(log_path, "a") as fh:
-            fh.write(json.dumps({**scalars, "cif": cif.name}) + "\n")
+            fh.write(line + "\n")
         done.add((cand.method, cand.sample_index))
         bar.update()
         if not interactive:  # a log file gets one line per finished candidate instead of a progress bar
-            print(f"candidate {cand.method}-{cand.sample_index:03d}: {result['energy_per_atom']:.4f} eV/atom",
-                  file=sys.stderr, flush=True)
+            score = (f"{result['energy_per_atom']:.4f} eV/atom" if result["valid"]
+                     else f"screened out ({result.get('error', 'invalid')})")
+            print(f"candidate {cand.method}-{cand.sample_index:03d}: {score}", file=sys.stderr, flush=True)
     bar.close()
 
     rows = _finished(log_path)
     for r in rows:
         r["structure"] = Structure.from_file(out / "candidates" / r["cif"])
     ranked = rank_results(rows)
+    if not ranked:  # results.jsonl and candidates/ stay for inspection; nothing to rank
+        raise NoValidCandidateError(no_valid_candidate_reason(rows, host.composition.reduced_formula)
+                                    + (f" ({' and '.join(failed)} failed, see above)" if failed else ""))
     with open(out / "ranking.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["rank", "cif", "method", "sample_index", "energy_per_atom_eV", "fmax_before_relax_eV_A",
@@ -123,7 +161,8 @@ def run(args) -> int:
         r["structure"].to(filename=str(out / f"best-{k}.cif"))
     n_invalid = sum(not r["valid"] for r in rows)
     print(f"{host.composition.reduced_formula} + {args.count or args.concentration} {args.guest}: {len(rows)} candidates "
-          f"({n_invalid} with overlapping atoms), {len(ranked)} distinct")
+          f"({n_invalid} with overlapping atoms), {len(ranked)} distinct"
+          + (f"; the {failed[0]} half of the hybrid method failed" if failed else ""))
     print(f"{'rank':>4} {'method':>9} {'sample':>6} {'E (eV/atom)':>12} {'Fmax0 (eV/A)':>12} {'dE relax':>9}")
     for k, r in enumerate(ranked[: args.top], 1):
         print(f"{k:>4} {r['method']:>9} {r['sample_index']:>6} {r['energy_per_atom']:>12.4f} "

@@ -6,10 +6,13 @@ disordered or non-periodic inputs fail here with a clear message rather than dee
 
 from __future__ import annotations
 
+import json
+import math
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from ase import Atoms
 from ase.io import read as ase_read
@@ -116,6 +119,19 @@ def _read_file(path: Path, limit: int | None, table_kw: dict) -> list[tuple[str,
     frames = ase_read(str(path), index=f":{limit}" if limit else ":")
     frames = frames if isinstance(frames, list) else [frames]
     return [(f"{path.stem}-{i}", to_structure(a, name=f"{path.name}[{i}]")) for i, a in enumerate(frames)]
+
+
+def finite_or_none(value):
+    """``value`` itself, or None for a NaN/infinite float (JSON has neither: None reads back as "not measured")."""
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return None
+    return value
+
+
+def json_line(record: dict) -> str:
+    """One JSON line of a flat record, non-finite numbers written as null; ``allow_nan=False`` makes any
+    non-finite value that slips through (nested) an error instead of invalid JSON (``Infinity``)."""
+    return json.dumps({k: finite_or_none(v) for k, v in record.items()}, allow_nan=False)
 
 
 def append_extxyz(path: str | Path, structures: Iterable[StructureLike], infos: Iterable[dict] | None = None) -> None:

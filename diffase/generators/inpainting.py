@@ -82,11 +82,15 @@ def inpainting_record(host: Structure, guests: Mapping[str, int]) -> dict:
 
 def prepare_hosts(hosts: StructureLike | Sequence[StructureLike], guest, count=None, concentration=None,
                   check_room: bool = True) -> tuple[list[Structure], list[dict[str, int]]]:
-    """Validate hosts and guest requests: ordered hosts, known elements, positive counts, room to fit."""
+    """Validate hosts and guest requests: ordered hosts, known elements, no overlapping host atoms (closer than
+    :data:`~diffase.data.structures.MIN_DISTANCE`, as ``diffase relax`` refuses), positive counts, room to fit."""
+    from diffase.simulate.inputs import to_atoms
+
     hosts = [hosts] if isinstance(hosts, (Structure,)) or not isinstance(hosts, Sequence) else list(hosts)
     structures, requests = [], []
     for i, h in enumerate(hosts):
         s = to_structure(h, name=f"host {i}")
+        to_atoms(s, name=f"host {i}")  # overlapping atoms: InvalidStructureError naming the pair
         request = parse_guests(s, guest, count=count, concentration=concentration)
         if check_room:
             check_capacity(s, request, name=f"host {i}")

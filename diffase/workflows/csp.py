@@ -41,6 +41,7 @@ from diffase.data import fields as F
 from diffase.data.structures import record_to_structure
 from diffase.errors import HostTooDenseError, InvalidStructureError, UnknownElementError
 from diffase.generators.inpainting import InpaintingSettings, inpaint_guests, prepare_hosts
+from diffase.resume import model_fingerprint
 from diffase.runtime import child_seed
 from diffase.workflows.csp_output import CSPOutput
 from diffase.workflows.frameworks import NoSymmetricFrameworkError, extract_framework, parse_guest_species
@@ -232,6 +233,20 @@ def evaluate_structure(generated: Structure, calculator: str | Calculator | MLIP
     return row, relaxed
 
 
+def run_settings(composition: Composition | str, settings: CSPSettings, *, model, calculator,
+                 reference_entries: Sequence[ComputedEntry] | None = None) -> dict:
+    """What identifies a CSP run in its ``settings.json``: composition, model (name and checkpoint SHA-256,
+    :func:`~diffase.resume.model_fingerprint`), calculator, every :class:`CSPSettings` field and, when given,
+    the number of reference entries (left out for a check made before the hull is built)."""
+    recorded = {"composition": parse_composition(composition, settings.guest).reduced_formula,
+                **model_fingerprint(model),
+                "calculator": calculator if isinstance(calculator, str) else type(calculator).__name__,
+                **settings.to_dict()}
+    if reference_entries is not None:
+        recorded["n_reference_entries"] = len(reference_entries)
+    return recorded
+
+
 def run_csp(composition: Composition | str, out: str | Path, settings: CSPSettings | None = None, *,
             model="score-mp20", calculator: str | Calculator | MLIP = "chgnet",
             reference_entries: Sequence[ComputedEntry] = (), device: str = "auto", progress: bool = False,
@@ -257,11 +272,9 @@ def run_csp(composition: Composition | str, out: str | Path, settings: CSPSettin
         if missing:
             raise ValueError(f"the reference hull has no elemental entry for {', '.join(missing)}; add them "
                              "(e.g. the MP elemental references) or pass no references to skip E_d")
+    recorded = run_settings(comp, settings, model=model, calculator=calculator, reference_entries=reference_entries)
     output = CSPOutput(out)
-    model_name = str(model) if isinstance(model, (str, Path)) else model.meta.get("path", type(model).__name__)
-    output.check_settings({"composition": comp.reduced_formula, "model": model_name,
-                           "calculator": calculator if isinstance(calculator, str) else type(calculator).__name__,
-                           "n_reference_entries": len(reference_entries), **settings.to_dict()})
+    output.check_settings(recorded)
     score_model = load_model(model, device) if isinstance(model, (str, Path)) else model
     potential = resolve_potential(calculator, device)
 

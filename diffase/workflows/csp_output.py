@@ -13,19 +13,13 @@ Layout of ``out/``:
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable
 from pathlib import Path
 
 from pymatgen.core import Structure
 
-from diffase.data.io import append_extxyz
-
-
-def _jsonable(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN/inf; None reads back as "not measured"
-    return value
+from diffase.data.io import append_extxyz, finite_or_none, json_line
+from diffase.resume import SETTINGS_FILE, check_resume, write_settings
 
 
 class CSPOutput:
@@ -40,13 +34,11 @@ class CSPOutput:
             self.rows = [json.loads(line) for line in self.results_path.read_text().splitlines() if line.strip()]
 
     def check_settings(self, settings: dict) -> None:
-        """Write ``settings.json``, or, when the folder holds a run already, refuse different settings."""
-        path = self.root / "settings.json"
-        text = json.dumps(settings, indent=1, sort_keys=True, default=str)
-        if path.exists() and self.rows and json.loads(path.read_text()) != json.loads(text):
-            raise ValueError(f"{self.root} holds a CSP run with different settings (see {path}); "
-                             "use a new output folder or the same settings to resume")
-        path.write_text(text)
+        """Write ``settings.json``, or, when the folder holds a run already, refuse different settings
+        (:func:`diffase.resume.check_resume`: the error names each differing key)."""
+        path = self.root / SETTINGS_FILE
+        check_resume(path, settings, what="CSP")
+        write_settings(path, settings)
 
     def done(self, stage: str) -> set[str]:
         """Ids of the finished crystals of ``stage``."""
@@ -58,7 +50,7 @@ class CSPOutput:
 
     def write(self, row: dict, generated: Structure, relaxed: Structure | None) -> dict:
         """Append one finished crystal (row scalars, its generated and relaxed structures); return the row."""
-        row = {k: _jsonable(v) for k, v in row.items()}
+        row = {k: finite_or_none(v) for k, v in row.items()}
         if relaxed is not None:
             cif = self.root / "structures" / f"{row['id']}.cif"
             relaxed.to(filename=str(cif))
@@ -66,7 +58,7 @@ class CSPOutput:
         append_extxyz(self.root / "generated.extxyz", [generated], [{"id": row["id"], "stage": row["stage"]}])
         line = {**row, "relaxed_structure": relaxed.as_dict() if relaxed is not None else None}
         with open(self.results_path, "a") as fh:
-            fh.write(json.dumps(line) + "\n")
+            fh.write(json_line(line) + "\n")
         self.rows.append(line)
         return row
 
@@ -74,4 +66,4 @@ class CSPOutput:
         """(Re)write ``frameworks.jsonl`` with one JSON line per framework attempt."""
         with open(self.root / "frameworks.jsonl", "w") as fh:
             for info in infos:
-                fh.write(json.dumps({k: _jsonable(v) for k, v in info.items()}) + "\n")
+                fh.write(json_line(info) + "\n")
