@@ -30,28 +30,12 @@ warnings.filterwarnings("ignore")
 from pymatgen.analysis.structure_matcher import StructureMatcher  # noqa: E402
 
 from diffase.data import fields as F  # noqa: E402
-from diffase.data.batch import collate  # noqa: E402
 from diffase.data.dataset import load_records  # noqa: E402
 from diffase.data.structures import record_to_structure  # noqa: E402
 from diffase.diffusion.ve import minimum_image  # noqa: E402
 from diffase.generators import load_model  # noqa: E402
 from diffase.runtime import configure_threads  # noqa: E402
-
-
-def dsm_by_sigma(model, records, sigmas, batch_size=32) -> dict[float, float]:
-    out = {}
-    gen = torch.Generator().manual_seed(0)
-    for sigma in sigmas:
-        total, count = 0.0, 0
-        for lo in range(0, len(records), batch_size):
-            batch = collate(records[lo : lo + batch_size])
-            n = batch[F.NUM_ATOMS].shape[0]
-            noisy, target = model.process.corrupt(batch, torch.full((n,), sigma), generator=gen)
-            with torch.no_grad():
-                total += float(model.process.loss(model.net(noisy), target, noisy)) * n
-            count += n
-        out[sigma] = total / count
-    return out
+from diffase.train.objective import dsm_by_sigma  # noqa: E402
 
 
 def rms_to_truth(records, generated) -> float:
@@ -83,7 +67,7 @@ def main() -> int:
              f"machine {platform.processor() or platform.machine()}, {os.cpu_count()} cores, 1 torch thread", ""]
 
     sigmas = [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
-    losses = dsm_by_sigma(model, records[: args.n_loss], sigmas)
+    losses = dsm_by_sigma(model.net, model.process, records[: args.n_loss], sigmas)
     lines += [f"## DSM loss by noise level ({args.n_loss} crystals; zero-score baseline ~3.0)", "",
               "| sigma (A) | " + " | ".join(f"{s:g}" for s in sigmas) + " |", "|---" * (len(sigmas) + 1) + "|",
               "| loss | " + " | ".join(f"{losses[s]:.3f}" for s in sigmas) + " |", ""]

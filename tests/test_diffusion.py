@@ -158,8 +158,10 @@ def test_training_sigma_distributions():
     assert torch.log(normal).median().exp().item() == pytest.approx(0.3, rel=0.05)
     uniform = VEProcess(train_sigma="log_uniform").sample_sigma(20000, generator=gen)
     assert torch.log10(uniform).mean().item() == pytest.approx(-0.5, abs=0.03)  # midpoint of -2 .. 1
+    linear = VEProcess(train_sigma="uniform").sample_sigma(20000, generator=gen)
+    assert linear.mean().item() == pytest.approx(5.005, abs=0.1)  # midpoint of 0.01 .. 10 Angstrom
     with pytest.raises(ValueError, match="train_sigma"):
-        VEProcess(train_sigma="uniform").sample_sigma(3)
+        VEProcess(train_sigma="log").sample_sigma(3)
 
 
 def test_corrector_step_is_capped_when_the_score_is_underestimated():

@@ -34,3 +34,26 @@ def estimate_avg_neighbors(records, cutoff: float, n: int = 500) -> float:
     batch = collate(records[:n])
     edge_index, _ = radius_graph_pbc(batch, cutoff)
     return edge_index.shape[1] / batch["pos"].shape[0]
+
+
+@torch.no_grad()
+def dsm_by_sigma(net: ScoreNet, process: VEProcess, records, sigmas, *, batch_size: int = 32,
+                 seed: int = 0) -> dict[float, float]:
+    """DSM loss (lambda = sigma^2, unitless; a zero score gives ~3) of ``net`` on ``records`` at each fixed
+    noise level in ``sigmas`` (Angstrom), with the noise drawn from ``seed``: the same for every network."""
+    from diffase.data.batch import collate
+
+    device = next(net.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for sigma in sigmas:
+        total, count = 0.0, 0
+        for lo in range(0, len(records), batch_size):
+            batch = collate(records[lo : lo + batch_size])
+            n = batch["num_atoms"].shape[0]
+            noisy, target = process.corrupt(batch, torch.full((n,), float(sigma)), generator=gen)
+            noisy = {k: v.to(device) for k, v in noisy.items()}
+            total += float(process.loss(net(noisy), target.to(device), noisy)) * n
+            count += n
+        out[sigma] = total / count
+    return out
