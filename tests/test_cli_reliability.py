@@ -7,6 +7,7 @@ shows the traceback; a bug keeps its traceback. Runs use a tiny random score net
 import json
 
 import pytest
+from pymatgen.core import Lattice, Structure
 
 from diffase.cli import main
 from tests.test_inpainting import host, tiny_model_path  # noqa: F401 (fixtures: fcc O host, tiny score model)
@@ -293,3 +294,95 @@ def test_hybrid_fails_when_both_halves_fail(host, monkeypatch):
     single = transformations.InpaintIntercalantTransformation("Mg", count=2, method="voronoi", device="cpu")
     with pytest.raises(HostTooDenseError):  # a single method's failure is raised as it is
         single.apply_transformation(host)
+
+
+# --- diffase generate: structural validity counted (item 12), resume checked (item 1) ----------------------
+@pytest.fixture
+def fake_joint(monkeypatch, tmp_path):
+    """``diffase generate`` on a stand-in joint model (checkpoint file ``fake-joint.pt``) whose samples are an
+    ordinary NaCl crystal and one with two atoms 0.06 Angstrom apart."""
+    import diffase.generators
+    from diffase.data.io import append_extxyz
+    from diffase.generators.joint import JointModel
+
+    good = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.6), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    close = Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [0.012, 0, 0]])
+
+    class FakeJoint(JointModel):
+        def __init__(self):
+            pass
+
+        def generate(self, n, path, *, guidance_scale=None, **kw):
+            if guidance_scale is not None and guidance_scale < 0:
+                raise ValueError("guidance_scale must be >= 0")
+            append_extxyz(path, [good, close][:n], [{"sample": 0}, {"sample": 1}][:n])
+            return {"written": min(n, 2), "invalid": 0, "path": str(path)}
+
+    monkeypatch.setattr(diffase.generators, "load_model", lambda name, device="auto": FakeJoint())
+    checkpoint = tmp_path / "fake-joint.pt"
+    checkpoint.write_bytes(b"weights v1")
+    return checkpoint
+
+
+def test_generate_counts_structurally_invalid_crystals(fake_joint, tmp_path, capsys):
+    out = tmp_path / "gen.extxyz"
+    assert main(["generate", "--n", "2", "--out", str(out), "--model", str(fake_joint)]) == 0
+    printed = capsys.readouterr().out
+    assert "structurally valid: 1 of 2" in printed
+
+
+def test_generate_resume_with_another_model_or_guidance_is_refused(fake_joint, tmp_path, capsys):
+    out = tmp_path / "gen.extxyz"
+    args = ["generate", "--n", "2", "--out", str(out), "--model", str(fake_joint)]
+    assert main(args) == 0
+    settings = (tmp_path / "gen.extxyz.settings.json").read_text()
+    assert main([*args, "--guidance", "2.0"]) == 2
+    assert "guidance: null -> 2.0" in capsys.readouterr().err
+    fake_joint.write_bytes(b"weights v2")  # retrained in place: same path, other checkpoint
+    assert main(args) == 2
+    assert "model_sha256:" in capsys.readouterr().err
+    assert (tmp_path / "gen.extxyz.settings.json").read_text() == settings
+
+
+def test_generate_bad_input_leaves_no_settings_file(fake_joint, tmp_path, capsys):
+    out = tmp_path / "gen.extxyz"
+    assert main(["generate", "--n", "2", "--out", str(out), "--model", str(fake_joint), "--guidance", "-1"]) == 2
+    assert "guidance_scale" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "gen.extxyz.settings.json").exists()
+    assert main(["generate", "--n", "0", "--out", str(out), "--model", str(fake_joint)]) == 2
+    assert main(["generate", "--out", str(out), "--model", str(tmp_path / "missing.pt")]) == 2
+    assert not (tmp_path / "gen.extxyz.settings.json").exists()
+
+
+# --- diffase csp: the resume check names the keys, covers the checkpoint and comes before the hull ---------
+def test_csp_resume_with_other_settings_is_refused_before_the_reference_hull(tmp_path, capsys):
+    import torch
+    from ase.calculators.lj import LennardJones
+
+    from diffase.diffusion.ve import VEProcess
+    from diffase.errors import SettingsMismatchError
+    from diffase.generators.score_model import ScoreModel
+    from diffase.workflows.csp import run_csp
+    from tests.helpers import tiny_net
+    from tests.test_csp import LJ, tiny_settings
+
+    def save_model(seed):
+        torch.save(ScoreModel(tiny_net(seed=seed), VEProcess(num_levels=6), elements=list(range(1, 95)),
+                              device="cpu").to_checkpoint(), checkpoint)
+
+    checkpoint = tmp_path / "tiny.pt"
+    save_model(0)
+    out = tmp_path / "run"
+    settings = tiny_settings(n=1, n_inpaint=0)
+    run_csp("Li5Si2", out, settings, model=str(checkpoint), calculator=LennardJones(**LJ), device="cpu")
+    recorded = (out / "settings.json").read_text()
+    save_model(1)  # retrained in place
+    with pytest.raises(SettingsMismatchError, match="model_sha256:"):
+        run_csp("Li5Si2", out, settings, model=str(checkpoint), calculator=LennardJones(**LJ), device="cpu")
+    table = tmp_path / "known.csv"
+    table.write_text("material_id,cif\n")
+    assert main(["csp", "Li5Si2", "--guest", "Li", "--n", "1", "--out", str(out), "--model", str(checkpoint),
+                 "--reference-structures", str(table)]) == 2
+    err = capsys.readouterr().err
+    assert "different settings" in err and "calculator:" in err and "model_sha256:" in err
+    assert not (out / "reference_entries.json").exists() and (out / "settings.json").read_text() == recorded

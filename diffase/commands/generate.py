@@ -1,11 +1,14 @@
 """``diffase generate``: sample crystals with a joint (types, coordinates, lattice) model, streamed to disk.
 
 Example: ``diffase generate --n 100 --out gen.extxyz --condition band_gap=2.0 --guidance 1.0``.
+
+``<out>.settings.json`` records the model (name and checkpoint SHA-256), conditions, guidance, atom count,
+levels, batch size and seed; a re-run into the same file with any of them changed is refused before the model
+is loaded, naming them (:mod:`diffase.resume`); ``--n`` may change. At the end the crystals in the file are
+counted structurally valid or not, as the evaluation does (:func:`diffase.analysis.validity.structure_valid`).
 """
 
 from __future__ import annotations
-
-import sys
 
 DEFAULT_JOINT_MODEL = "joint-mp20"
 
@@ -43,20 +46,44 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
+    from diffase.data.structures import MIN_DISTANCE
     from diffase.generators import load_model
     from diffase.generators.joint import JointModel
+    from diffase.resume import check_resume, model_fingerprint, write_settings
 
+    if args.n < 1 or args.batch_size < 1:
+        raise ValueError(f"--n and --batch-size must be >= 1, got {args.n} and {args.batch_size}")
+    out = Path(args.out)
+    settings_path = out.with_name(out.name + ".settings.json")
+    settings = {**model_fingerprint(args.model), "conditions": dict(args.condition), "guidance": args.guidance,
+                "num_atoms": args.num_atoms, "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed}
+    resuming = check_resume(settings_path, settings, what="generate")  # before the model is even loaded
     model = load_model(args.model, device=args.device)
     if not isinstance(model, JointModel):
-        raise SystemExit(f"{args.model} is not a joint (types, coordinates, lattice) model; "
+        raise ValueError(f"{args.model} is not a joint (types, coordinates, lattice) model; "
                          "`diffase generate` needs one (see `diffase models`)")
-    conditions = dict(args.condition) or None
+    write_settings(settings_path, settings)
     try:
-        result = model.generate(args.n, args.out, batch_size=args.batch_size, seed=args.seed,
-                                num_atoms=args.num_atoms, conditions=conditions, guidance_scale=args.guidance,
+        result = model.generate(args.n, out, batch_size=args.batch_size, seed=args.seed, num_atoms=args.num_atoms,
+                                conditions=dict(args.condition) or None, guidance_scale=args.guidance,
                                 num_levels=args.steps)
-    except (ValueError, FileExistsError) as err:  # bad input: say what and how to fix, no traceback
-        print(f"diffase generate: error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {result['written']} crystals to {result['path']} ({result['invalid']} invalid samples skipped)")
+    except (ValueError, FileExistsError):  # refused before the first batch: leave nothing of this call behind
+        if not resuming:
+            settings_path.unlink()
+        raise
+    n_valid, n_read = structurally_valid(out)
+    print(f"wrote {result['written']} crystals to {result['path']} ({result['invalid']} invalid samples with "
+          f"undecided atom types skipped); structurally valid: {n_valid} of {n_read} (no two atoms closer than "
+          f"{MIN_DISTANCE} Angstrom, cell volume >= 0.1 Angstrom^3, as the evaluation counts)")
     return 0
+
+
+def structurally_valid(path) -> tuple[int, int]:
+    """``(valid, all)`` crystals of an extxyz file by :func:`diffase.analysis.validity.structure_valid`."""
+    from diffase.analysis.validity import structure_valid
+    from diffase.data.io import read_structures
+
+    structures = [s for _, s in read_structures(path)] if path.exists() and path.stat().st_size else []
+    return sum(structure_valid(s) for s in structures), len(structures)
