@@ -88,7 +88,8 @@ def check_resume(path: str | os.PathLike, settings: dict, *, what: str, only_giv
         changes = "; ".join(f"{k}: {_short(old.get(k, '<missing>'))} -> {_short(new.get(k, '<missing>'))}"
                             for k in keys)
         raise SettingsMismatchError(
-            f"{path.parent} holds a {what} run with different settings ({changes}; recorded in {path}). "
+            f"{path.parent} holds a {what} run started with other settings (different settings: {changes}; "
+            f"recorded in {path}). "
             "Use a new output location, or the same settings to resume.")
     return True
 
