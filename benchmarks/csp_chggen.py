@@ -116,7 +116,7 @@ def main() -> int:
         rows = run_csp(composition, folder, settings, model=model, calculator="chgnet", reference_entries=refs,
                        device="cpu", on_result=lambda r: print(
                            f"{composition} {r['id']} {r['stage']} valid={r['valid']} "
-                           f"sg={r.get('spacegroup_symbol')} E_d={r.get('e_above_hull')}", flush=True))
+                           f"sg={r.get('spacegroup_symbol')} E_d={r.get('decomposition_energy')}", flush=True))
         t2 = time.perf_counter()
         write_report(rows, folder, settings.excluded)
         all_rows += rows

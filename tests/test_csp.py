@@ -247,7 +247,8 @@ def test_evaluate_structure_screens_relaxes_and_scores():
     row, relaxed = evaluate_structure(good, LennardJones(**LJ), settings=settings, reference_entries=refs)
     assert row["valid"] and row["spacegroup_number"] == 225 and row["spacegroup_generated"] == 225
     assert row["delta_e"] == pytest.approx(row["energy_relaxed"] - row["energy_generated"])
-    assert row["e_above_hull"] == pytest.approx(row["energy_relaxed"])  # elemental references at 0 eV/atom
+    assert row["decomposition_energy"] == pytest.approx(row["energy_relaxed"])  # elemental references at 0 eV/atom
+    assert row["e_above_hull"] == pytest.approx(max(0.0, row["energy_relaxed"]))  # >= 0 by definition
     assert row["rms_dist"] >= 0 and row["max_pair_dist"] >= row["rms_dist"] and len(relaxed) == 8
     close = good.copy()
     close.replace(1, "Na", [0.02, 0, 0])  # 0.11 Angstrom from the Na at the origin
@@ -327,7 +328,7 @@ def test_summary_counts_screened_crystals_as_failures():
     rows = [{"composition": "X", "stage": "unconditional", "valid": False},
             {"composition": "X", "stage": "unconditional", "valid": True, "spacegroup_number": 1, "delta_e": -0.1},
             {"composition": "X", "stage": "unconditional", "valid": True, "spacegroup_number": 12, "delta_e": -0.3,
-             "e_above_hull": 0.05, "rms_dist": 0.1, "max_pair_dist": 0.2}]
+             "decomposition_energy": 0.05, "rms_dist": 0.1, "max_pair_dist": 0.2}]
     [s] = summarize(rows)
     assert (s["n_generated"], s["n_relaxed"], s["n_symmetric"]) == (3, 2, 1)
     assert s["success_rate"] == pytest.approx(1 / 3) and s["success_rate_relaxed"] == pytest.approx(0.5)

@@ -89,7 +89,7 @@ for composition, v0 in systems.items():
                            inpainting=InpaintingSettings(num_levels=100, snr=0.4, batch_size=16))
     rows = run_csp(composition, folder, settings, model=args.model, reference_entries=refs, device="cpu",
                    on_result=lambda r: print(f"  {r['id']:>9} {r['stage']:<13} "
-                                             + (f"{r['spacegroup_symbol']:<9} E_d {r['e_above_hull']:+.3f} eV/atom"
+                                             + (f"{r['spacegroup_symbol']:<9} E_d {r['decomposition_energy']:+.3f} eV/atom"
                                                 if r["valid"] else "screened out (atoms < 1 A apart)")))
     all_rows += rows
 
@@ -102,11 +102,11 @@ figures = [plot_success_rates(summary, out / "success_rates.png"),
 # 5. the lowest-E_d symmetric crystal of each composition, as a pymatgen Structure
 for composition in systems:
     best = min((r for r in all_rows if r["composition"] == composition and r["valid"]
-                and r["spacegroup_number"] not in (1, 2)), key=lambda r: r["e_above_hull"], default=None)
+                and r["spacegroup_number"] not in (1, 2)), key=lambda r: r["decomposition_energy"], default=None)
     if best is None:
         print(f"{composition}: no symmetric crystal this time")
         continue
     structure = Structure.from_dict(best["relaxed_structure"])
     print(f"{composition}: best symmetric crystal {best['id']} ({best['stage']}), {best['spacegroup_symbol']}, "
-          f"E_d {best['e_above_hull']:+.3f} eV/atom, {len(structure)} atoms, file {out / composition / best['cif']}")
+          f"E_d {best['decomposition_energy']:+.3f} eV/atom, {len(structure)} atoms, file {out / composition / best['cif']}")
 print("figures:", ", ".join(str(f) for f in figures if f is not None))

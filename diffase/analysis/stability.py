@@ -52,23 +52,29 @@ from diffase.simulate.single_point import single_points
 class Stability:
     """Where one entry sits relative to a reference hull (per-atom energies in eV/atom).
 
-    e_above_hull: energy above the hull of the references (the entry itself not part of it); negative when
-    the entry lies below that hull. decomposition_energy: energy relative to the hull of every *other*
-    composition (pymatgen ``get_decomp_and_phase_separation_energy``, Bartel et al. 2020): negative for a phase
-    that would be stable against them. When no reference shares the entry's composition it equals e_above_hull;
-    for a polymorph of a reference composition the references of that composition are left out of it, so it
-    can be negative while e_above_hull is positive. decomposition: the competing phases and their fractions (by
+    e_above_hull: energy above the convex hull of the references *and the entry itself*, so >= 0 by
+    definition: 0 for an entry on or below the hull of the references, its distance to that hull otherwise.
+    decomposition_energy: signed energy relative to the hull of every *other* composition (pymatgen
+    ``get_decomp_and_phase_separation_energy``, Bartel et al. 2020; CHGGen's E_d): negative for a phase that
+    would be stable against them. For a polymorph of a reference composition the references of that
+    composition are left out, so it can be negative while e_above_hull is positive. formation_energy: signed
+    energy relative to the elemental references (pymatgen ``get_form_energy_per_atom``); against elemental
+    references only it equals decomposition_energy. decomposition: the competing phases and their fractions (by
     atoms) at the entry's composition.
+
+    Earlier versions returned the signed distance to the references' hull as e_above_hull (e.g. -2.0 eV/atom
+    for Li2O against Li and O only: a formation energy, not an energy above a hull).
     """
 
     entry: ComputedEntry
     e_above_hull: float
     decomposition_energy: float
+    formation_energy: float
     decomposition: dict[str, float]
 
     @property
     def is_stable(self) -> bool:
-        """On or below the reference hull (e_above_hull <= 1e-8 eV/atom)."""
+        """On the hull of the references plus the entry (e_above_hull <= 1e-8 eV/atom)."""
         return self.e_above_hull <= 1e-8
 
 
@@ -121,7 +127,9 @@ def in_chemical_system(structures: Iterable[StructureLike], elements: Iterable[s
 
 def hull_stability(entries: Sequence[ComputedEntry], reference_entries: Sequence[ComputedEntry]) -> list[Stability]:
     """:class:`Stability` of each entry against the hull of ``reference_entries`` within its own chemical
-    system (one ``PhaseDiagram`` per system). Every element of an entry needs a reference entry."""
+    system (one ``PhaseDiagram`` per system). Every element of an entry needs a reference entry.
+    ``e_above_hull`` is never negative; the signed quantities are ``decomposition_energy`` and
+    ``formation_energy``."""
     out, diagrams = [], {}
     for entry in entries:
         system = frozenset(entry.composition.chemical_system.split("-"))
@@ -137,12 +145,14 @@ def hull_stability(entries: Sequence[ComputedEntry], reference_entries: Sequence
                 )
             diagrams[system] = PhaseDiagram(refs)
         pd = diagrams[system]
-        decomp, e_hull = pd.get_decomp_and_e_above_hull(entry, allow_negative=True)
+        decomp, e_to_references = pd.get_decomp_and_e_above_hull(entry, allow_negative=True)
         decomp_energy = pd.get_decomp_and_phase_separation_energy(entry)[1]
         amounts = {}
         for e, frac in decomp.items():
             amounts[e.composition.reduced_formula] = amounts.get(e.composition.reduced_formula, 0.0) + float(frac)
-        out.append(Stability(entry, float(e_hull), float(decomp_energy), amounts))
+        # below the references' hull the entry becomes a vertex of the hull that includes it: 0 above it
+        out.append(Stability(entry, max(0.0, float(e_to_references)), float(decomp_energy),
+                             float(pd.get_form_energy_per_atom(entry)), amounts))
     return out
 
 

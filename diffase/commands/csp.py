@@ -73,7 +73,7 @@ def register(sub) -> None:
 def _line(row: dict) -> str:
     if not row.get("valid"):
         return f"{row['id']:>10} {row['stage']:<13} {row['formula']:<10} screened out: {row.get('error', '')[:80]}"
-    e_d = row.get("e_above_hull")
+    e_d = row.get("decomposition_energy")
     return (f"{row['id']:>10} {row['stage']:<13} {row['formula']:<10} {row['spacegroup_symbol']:<10} "
             f"E {row['energy_relaxed']:8.4f} eV/atom  dE {row['delta_e']:+7.3f}"
             + (f"  E_d {e_d:+.3f}" if e_d is not None else ""))

@@ -199,9 +199,9 @@ def evaluate_structure(generated: Structure, calculator: str | Calculator | MLIP
     generated, eV/atom), ``relax_steps``, ``converged``, ``max_displacement`` (Angstrom, per atom, in the
     final cell), ``rms_dist``/``max_pair_dist`` (pymatgen StructureMatcher stol 0.5, ltol 0.3, angle 10,
     volumes scaled, in units of (V/n)^(1/3); NaN when the two do not match), ``spacegroup_symbol``/
-    ``spacegroup_number`` of the relaxed crystal, and with ``reference_entries`` ``e_above_hull`` (E_d as
-    in CHGGen: energy above the reference hull, negative below it, eV/atom) and ``decomposition_energy``
-    (pymatgen's phase-separation energy, eV/atom).
+    ``spacegroup_number`` of the relaxed crystal, and with ``reference_entries`` ``decomposition_energy`` (E_d as
+    in CHGGen: signed energy relative to the hull of the competing phases, pymatgen's phase-separation energy,
+    eV/atom) and ``e_above_hull`` (energy above the hull that includes the crystal, >= 0, eV/atom).
     """
     from diffase.analysis.stability import hull_stability, mlip_entry
     from diffase.simulate.relax import relax

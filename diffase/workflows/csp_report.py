@@ -9,7 +9,8 @@ one or several compositions. Medians ignore crystals where a quantity was not me
 * ``delta_e``: relaxed - generated energy, eV/atom. ``rms_dist``/``max_pair_dist``: StructureMatcher RMS and
   largest paired-site distance between generated and relaxed crystal, in (V/n)^(1/3); ``matched``: fraction
   of relaxed crystals where the matcher found a match at all.
-* ``e_above_hull``: CHGGen's E_d, energy above the reference hull (negative below it), eV/atom.
+* ``decomposition_energy``: CHGGen's E_d, signed energy relative to the hull of the competing phases (negative:
+  stable against them), eV/atom; ``e_above_hull`` (>= 0, the hull including the crystal) is in ranking.csv.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ COLUMNS = (
     ("success_rate_relaxed", "success (of relaxed)", "{:.2f}"),
     ("median_delta_e", "median dE relax (eV/atom)", "{:.3f}"),
     ("matched", "matched", "{:.2f}"), ("median_rms_dist", "median RMS", "{:.3f}"),
-    ("median_max_pair_dist", "median max-pair", "{:.3f}"), ("median_e_above_hull", "median E_d (eV/atom)", "{:.3f}"),
-    ("min_e_above_hull", "min E_d (eV/atom)", "{:.3f}"), ("n_below_hull", "E_d <= 0", "{}"),
+    ("median_max_pair_dist", "median max-pair", "{:.3f}"), ("median_decomposition_energy", "median E_d (eV/atom)", "{:.3f}"),
+    ("min_decomposition_energy", "min E_d (eV/atom)", "{:.3f}"), ("n_below_hull", "E_d <= 0", "{}"),
     ("n_frameworks", "frameworks", "{}"),
 )
 
@@ -58,7 +59,7 @@ def summarize(rows: Iterable[dict], excluded: Iterable[int] = LOW_SYMMETRY) -> l
                 continue
             relaxed = [r for r in group if r.get("valid")]
             numbers = [r.get("spacegroup_number") if r.get("valid") else None for r in group]
-            e_d = _values(relaxed, "e_above_hull")
+            e_d = _values(relaxed, "decomposition_energy")
             out.append({
                 "composition": composition, "stage": stage, "n_generated": len(group), "n_relaxed": len(relaxed),
                 "n_symmetric": sum(n is not None and n not in excluded for n in numbers),
@@ -68,8 +69,8 @@ def summarize(rows: Iterable[dict], excluded: Iterable[int] = LOW_SYMMETRY) -> l
                 "matched": float(_values(relaxed, "rms_dist").size / len(relaxed)) if relaxed else float("nan"),
                 "median_rms_dist": _median(relaxed, "rms_dist"),
                 "median_max_pair_dist": _median(relaxed, "max_pair_dist"),
-                "median_e_above_hull": float(np.median(e_d)) if e_d.size else float("nan"),
-                "min_e_above_hull": float(e_d.min()) if e_d.size else float("nan"),
+                "median_decomposition_energy": float(np.median(e_d)) if e_d.size else float("nan"),
+                "min_decomposition_energy": float(e_d.min()) if e_d.size else float("nan"),
                 "n_below_hull": int((e_d <= 0).sum()) if e_d.size else None,
                 "n_frameworks": len({r["framework"] for r in group}) if stage == "inpainting" else None,
             })
@@ -98,7 +99,7 @@ def plot_energy_histogram(rows: Sequence[dict], path: str | Path, *, bins: int =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = {stage: _values([r for r in rows if r["stage"] == stage and r.get("valid")], "e_above_hull")
+    data = {stage: _values([r for r in rows if r["stage"] == stage and r.get("valid")], "decomposition_energy")
             for stage in ("unconditional", "inpainting")}
     every = np.concatenate(list(data.values()))
     if every.size == 0:
@@ -162,10 +163,11 @@ def write_ranking(rows: Sequence[dict], path: str | Path) -> list[dict]:
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["rank", "id", "route", "formula", "spacegroup", "energy_eV_atom", "e_above_hull_eV_atom",
-                         "n_duplicates", "cif"])
+                         "decomposition_energy_eV_atom", "n_duplicates", "cif"])
         for k, r in enumerate(ranked, 1):
             writer.writerow([k, r["id"], r["stage"], r["formula"], r["spacegroup_symbol"], f"{r['energy_relaxed']:.5f}",
-                             _cell(r.get("e_above_hull"), "{:.5f}"), r["n_duplicates"], r.get("cif", "")])
+                             _cell(r.get("e_above_hull"), "{:.5f}"), _cell(r.get("decomposition_energy"), "{:.5f}"),
+                             r["n_duplicates"], r.get("cif", "")])
     return ranked
 
 
