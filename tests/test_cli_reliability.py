@@ -386,3 +386,19 @@ def test_csp_resume_with_other_settings_is_refused_before_the_reference_hull(tmp
     err = capsys.readouterr().err
     assert "different settings" in err and "calculator:" in err and "model_sha256:" in err
     assert not (out / "reference_entries.json").exists() and (out / "settings.json").read_text() == recorded
+
+
+def test_voronoi_needs_no_score_model_and_csp_checks_reference_files_first(host, tmp_path, capsys):
+    from diffase.commands.inpaint import run_settings
+    from diffase.errors import CheckpointNotFoundError
+    from diffase.transformations import InpaintIntercalantTransformation
+
+    missing = str(tmp_path / "missing.pt")
+    assert "model" not in run_settings(host, InpaintIntercalantTransformation("Mg", count=1, method="voronoi",
+                                                                              model=missing))
+    with pytest.raises(CheckpointNotFoundError):
+        run_settings(host, InpaintIntercalantTransformation("Mg", count=1, method="hybrid", model=missing))
+    out = tmp_path / "run"
+    assert main(["csp", "Li5Si2", "--guest", "Li", "--out", str(out), "--reference-structures",
+                 str(tmp_path / "missing.csv")]) == 2
+    assert "no such reference file" in capsys.readouterr().err and not out.exists()

@@ -109,6 +109,9 @@ def run(args) -> int:
         min_distance=args.min_distance, fmax=args.fmax, relax_steps=args.relax_steps, seed=args.seed)
     comp = parse_composition(Composition(args.composition), args.guest)
     out = Path(args.out or f"csp-{comp.reduced_formula}")
+    for path in (args.elemental_references, args.reference_entries, *(args.reference_structures or ())):
+        if path and not Path(path).exists():
+            raise FileNotFoundError(f"no such reference file: {path}")
     # a resume with other settings is refused before the reference hull is relaxed or anything is written
     check_resume(out / SETTINGS_FILE, run_settings(comp, settings, model=args.model, calculator=args.calculator),
                  what="CSP", only_given=True)

@@ -68,12 +68,13 @@ def run_settings(host, t) -> dict:
     """What identifies an inpainting run in its ``settings.json``: the host's content (formula and
     :func:`~diffase.resume.structure_fingerprint`, not its file name), the model (name and checkpoint SHA-256)
     and every transformation argument but the device; the number of samples too, except for
-    ``--method diffusion``, whose samples are seeded one by one so a folder can grow."""
+    ``--method diffusion``, whose samples are seeded one by one so a folder can grow. ``--method voronoi``
+    uses no score model, so none is recorded (nor required)."""
     from diffase.resume import model_fingerprint, structure_fingerprint
 
     ignored = {"device", "model"} | ({"n_samples"} if t.method == "diffusion" else set())
     return {"host_formula": host.composition.reduced_formula, "host_sha256": structure_fingerprint(host),
-            **model_fingerprint(t.model),
+            **(model_fingerprint(t.model) if t.method != "voronoi" else {}),  # the baseline uses no score model
             **{k: v for k, v in t.as_dict().items() if not k.startswith("@") and k not in ignored}}
 
 
