@@ -59,7 +59,8 @@ def main() -> None:
             "start-up included. The machine was shared with other users' jobs (load averages in the table), so the "
             "wall times and the ratio between them are noisy. The workers share nothing but the output folder, so "
             "their gain is bounded by the cores that are free.\n\n"
-            + pd.DataFrame(rows).to_markdown(index=False, floatfmt=".1f") + "\n")
+            + pd.DataFrame(rows).astype({"workers": str, "structures": str, "failed": str}).to_markdown(
+                index=False, floatfmt=".1f") + "\n")
     Path(args.out).write_text(text)
     print(f"wrote {args.out}")
 

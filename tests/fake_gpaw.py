@@ -1,9 +1,10 @@
 """A stand-in for the GPAW worker, for tests: a made-up ionic two-atom crystal, numpy only.
 
 :func:`fake_raw` is what :mod:`diffase.labeling.gpaw_worker` would return. Run as a script it is a fake GPAW
-*interpreter* too (see :func:`fake_gpaw_python`; the ``fake_gpaw`` fixture installs it): ``python fake_gpaw.py -c "import gpaw"`` succeeds, and
-``python fake_gpaw.py WORKER JOB.json RESULT.npz`` writes :func:`fake_raw` of the job's structure, echoing its
-k-meshes as the real worker does, and appends ``cell[0][0] pid DIFFASE_NUM_THREADS`` to ``$FAKE_GPAW_CALLS``.
+*interpreter* too (see :func:`fake_gpaw_python`; the ``fake_gpaw`` fixture installs it):
+``python fake_gpaw.py -c "import gpaw"`` succeeds, and ``python fake_gpaw.py WORKER JOB.json RESULT.npz`` writes
+:func:`fake_raw` of the job's structure, echoing its k-meshes as the real worker does, and appends
+``cell[0][0] pid DIFFASE_NUM_THREADS`` to ``$FAKE_GPAW_CALLS``.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from diffase.data.io import read_structures
 from diffase.errors import SettingsMismatchError
 from diffase.labeling.gpaw_runner import find_gpaw_python, label_from_raw, run_single_point
 from diffase.labeling.settings import LabelSettings, settings_differences, unsupported_elements
+from diffase.resume import SETTINGS_FILE
 
 log = logging.getLogger("diffase.label")
 
@@ -55,8 +56,8 @@ def folder_settings(out_dir: str | Path) -> LabelSettings | None:
     """The settings a label folder was made with: ``settings.json``, else those stored in its first label (folders
     written before ``settings.json`` existed), else ``None`` (a new or empty folder)."""
     out_dir = Path(out_dir)
-    if (out_dir / "settings.json").exists():
-        return LabelSettings.from_dict(json.loads((out_dir / "settings.json").read_text()))
+    if (out_dir / SETTINGS_FILE).exists():
+        return LabelSettings.from_dict(json.loads((out_dir / SETTINGS_FILE).read_text()))
     for path in sorted(out_dir.glob("*.npz")) if out_dir.is_dir() else []:
         if not path.name.endswith(".part.npz"):
             with np.load(path, allow_pickle=False) as npz:
@@ -66,8 +67,13 @@ def folder_settings(out_dir: str | Path) -> LabelSettings | None:
 
 
 def check_resume(out_dir: str | Path, settings: LabelSettings) -> None:
-    """Raise :class:`~diffase.errors.SettingsMismatchError` (listing ``field: folder's -> requested``) if ``out_dir`` holds labels
-    made with settings that differ from ``settings`` in anything but the timeout; reads, never writes."""
+    """Raise :class:`~diffase.errors.SettingsMismatchError` (listing ``field: folder's -> requested``) if ``out_dir``
+    holds labels made with settings that differ from ``settings`` in anything but the timeout; reads, never writes.
+
+    Like :func:`diffase.resume.check_resume` (inpaint, csp, generate) and the same record file, but the recorded
+    settings are read through :meth:`LabelSettings.from_dict`, so a field added to the labeller later (with a
+    default that keeps the old behaviour) does not count as a difference, and a folder from before the record
+    existed is checked against its labels' own settings."""
     existing = folder_settings(out_dir)
     if existing is not None and (differences := settings_differences(existing, settings)):
         raise SettingsMismatchError(
@@ -78,9 +84,9 @@ def check_resume(out_dir: str | Path, settings: LabelSettings) -> None:
 
 def write_folder_settings(out_dir: Path, settings: LabelSettings) -> None:
     """Write ``settings.json`` atomically (a temporary name per process, then a rename: workers may race)."""
-    tmp = out_dir / f"settings.json.{os.getpid()}.part"
+    tmp = out_dir / f"{SETTINGS_FILE}.{os.getpid()}.part"
     tmp.write_text(json.dumps(settings.as_dict(), indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, out_dir / "settings.json")
+    os.replace(tmp, out_dir / SETTINGS_FILE)
 
 
 def file_stem(name: str) -> str:
@@ -108,9 +114,9 @@ def label_structures(
 
     Structures with elements GPAW cannot treat are found before any calculation starts. Never raises for one
     structure: an unsupported element, a GPAW error or a timeout is logged and written to the shard's failures
-    file, and the run goes on. Raises :class:`~diffase.errors.SettingsMismatchError` before anything is written if ``out_dir``
-    holds labels made with other settings, and :class:`~diffase.labeling.gpaw_runner.GPAWNotFoundError` up front
-    if there is work to do and no GPAW.
+    file, and the run goes on. Raises :class:`~diffase.errors.SettingsMismatchError` before anything is written if
+    ``out_dir`` holds labels made with other settings, and :class:`~diffase.labeling.gpaw_runner.GPAWNotFoundError`
+    up front if there is work to do and no GPAW.
     """
     start = time.perf_counter()
     index, count = shard

@@ -66,8 +66,9 @@ def check_supported(structure: Structure, settings: LabelSettings) -> None:
 def run_single_point(structure: Structure, settings: LabelSettings, *, log_path: str | Path | None = None) -> dict:
     """Run the GPAW worker on ``structure``; return its raw result (see :mod:`diffase.labeling.gpaw_worker`).
 
-    ``log_path`` keeps GPAW's text log (and ``<stem>.dos.txt`` that of a DOS pass). Threads are pinned to one (``OMP_NUM_THREADS=1``); raises
-    ``RuntimeError`` with the worker's last output lines if it fails, ``subprocess.TimeoutExpired`` on timeout.
+    ``log_path`` keeps GPAW's text log (and ``<stem>.dos.txt`` that of a DOS pass). Threads are pinned to one
+    (``OMP_NUM_THREADS=1``); raises ``RuntimeError`` with the worker's last output lines if it fails,
+    ``subprocess.TimeoutExpired`` on timeout.
     """
     check_supported(structure, settings)
     python = find_gpaw_python()
