@@ -25,7 +25,8 @@ from pymatgen.transformations.transformation_abc import AbstractTransformation
 
 from diffase.data.structures import MIN_DISTANCE, StructureLike, to_structure
 from diffase.errors import DiffaseError, InvalidStructureError, NoValidCandidateError
-from diffase.generators.inpainting import GuestCandidate, InpaintingSettings, inpaint_guests, prepare_hosts
+from diffase.generators.inpainting import (GuestCandidate, InpaintingSettings, inpaint_guests, inpainting_record,
+                                          prepare_hosts)
 from diffase.generators.voronoi import voronoi_insertion
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,18 @@ class InpaintIntercalantTransformation(AbstractTransformation):
         """Check ``host`` and the guest request before any work (:func:`prepare_hosts`: ordered host, no
         overlapping atoms, known guest element, positive count, room to fit); return hosts and guest counts."""
         return prepare_hosts(host, self.guest, self.count, self.concentration)
+
+    def check_model_elements(self, hosts: Sequence[Structure], guests: Sequence[dict[str, int]]) -> None:
+        """Load the score model (once per process and device) and refuse, before any sampling, hosts or guests
+        with elements it never saw (:class:`~diffase.errors.UnknownElementError`). Nothing to check for the
+        Voronoi baseline, which uses no score model."""
+        if self.method == "voronoi":
+            return
+        from diffase.data.structures import check_elements
+        from diffase.generators import load_model
+
+        known = load_model(self.model, self.device).elements
+        check_elements([inpainting_record(h, g) for h, g in zip(hosts, guests)], set(known) if known else None)
 
     def iter_candidates(self, host: StructureLike, *, skip_samples: Collection[int] = (), progress: bool = False,
                         on_batch: Callable[[int, list[GuestCandidate]], None] | None = None,

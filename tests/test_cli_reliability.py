@@ -402,3 +402,20 @@ def test_voronoi_needs_no_score_model_and_csp_checks_reference_files_first(host,
     assert main(["csp", "Li5Si2", "--guest", "Li", "--out", str(out), "--reference-structures",
                  str(tmp_path / "missing.csv")]) == 2
     assert "no such reference file" in capsys.readouterr().err and not out.exists()
+
+
+def test_elements_the_model_never_saw_are_refused_before_the_folder(host, tmp_path, capsys):
+    import torch
+
+    from diffase.diffusion.ve import VEProcess
+    from diffase.generators.score_model import ScoreModel
+    from tests.helpers import tiny_net
+
+    limited = tmp_path / "mg-o-only.pt"
+    torch.save(ScoreModel(tiny_net(), VEProcess(num_levels=8), elements=[8, 12], device="cpu").to_checkpoint(),
+               limited)
+    host_file = tmp_path / "host.cif"
+    host.to(filename=str(host_file))
+    out = tmp_path / "run"
+    assert main(inpaint_args(host_file, out, limited, "--guest", "Zn")) == 2
+    assert "never saw" in capsys.readouterr().err and not out.exists()

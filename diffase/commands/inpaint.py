@@ -98,7 +98,7 @@ def run(args) -> int:
         relax=not args.no_relax, calculator=args.calculator, model=args.model, refine_guests=args.refine_guests,
         num_levels=args.levels, n_resample=args.resample, jump_length=args.jump, n_corrector=args.corrector,
         snr=args.snr, fmax=args.fmax, seed=args.seed, device=args.device)
-    t.prepare(host)
+    t.check_model_elements(*t.prepare(host))
     out = Path(args.out)
     settings = run_settings(host, t)
     check_resume(out / SETTINGS_FILE, settings, what="inpaint")
