@@ -70,7 +70,7 @@ def run(args) -> int:
                                 conditions=dict(args.condition) or None, guidance_scale=args.guidance,
                                 num_levels=args.steps)
     except (ValueError, FileExistsError):  # refused before the first batch: leave nothing of this call behind
-        if not resuming:
+        if not resuming and not out.with_name(out.name + ".progress.json").exists():
             settings_path.unlink()
         raise
     n_valid, n_read = structurally_valid(out)
