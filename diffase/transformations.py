@@ -13,8 +13,10 @@ serialises a network. :func:`inpaint_atoms` is the same for ASE ``Atoms``.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from ase import Atoms
@@ -25,8 +27,13 @@ from pymatgen.transformations.transformation_abc import AbstractTransformation
 
 from diffase.data.structures import MIN_DISTANCE, StructureLike, to_structure
 from diffase.errors import DiffaseError, InvalidStructureError, NoValidCandidateError
-from diffase.generators.inpainting import (GuestCandidate, InpaintingSettings, inpaint_guests, inpainting_record,
-                                          prepare_hosts)
+from diffase.generators.inpainting import (
+    GuestCandidate,
+    InpaintingSettings,
+    inpaint_guests,
+    inpainting_record,
+    prepare_hosts,
+)
 from diffase.generators.voronoi import voronoi_insertion
 
 log = logging.getLogger(__name__)
@@ -117,6 +124,8 @@ class InpaintIntercalantTransformation(AbstractTransformation):
         fmax: force threshold of relaxations, eV/Angstrom. relax_steps: optimizer step limit.
         deduplicate: drop candidates that match a lower-energy one (StructureMatcher).
         seed: random seed (same seed, same device: same candidates). device: ``"auto"``, ``"cpu"``, ``"cuda"``.
+        batch_size, max_atoms: at most this many crystals and atoms per network call; the samples of several
+            hosts (:meth:`apply_to_hosts`) share batches. They change the speed, not the samples.
     """
 
     def __init__(self, guest: str | Mapping[str, int], count: int | None = None, concentration: float | None = None,
@@ -124,7 +133,7 @@ class InpaintIntercalantTransformation(AbstractTransformation):
                  model: str = "score-mp20", refine_guests: bool | None = None, num_levels: int = 200,
                  n_resample: int = 3, jump_length: int = 10, n_corrector: int = 5, snr: float = 0.2,
                  fmax: float = 0.1, relax_steps: int = 500, deduplicate: bool = True, seed: int = 0,
-                 device: str = "auto"):
+                 device: str = "auto", batch_size: int = 32, max_atoms: int | None = None):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
         if n_samples < 1:
@@ -135,7 +144,9 @@ class InpaintIntercalantTransformation(AbstractTransformation):
         self.num_levels, self.n_resample, self.jump_length = num_levels, n_resample, jump_length
         self.n_corrector, self.snr, self.fmax, self.relax_steps = n_corrector, snr, fmax, relax_steps
         self.deduplicate, self.seed, self.device = deduplicate, seed, device
-        self.settings = InpaintingSettings(num_levels, n_resample, jump_length, n_corrector, snr)
+        self.batch_size, self.max_atoms = batch_size, max_atoms
+        self.settings = InpaintingSettings(num_levels, n_resample, jump_length, n_corrector, snr, batch_size,
+                                           max_atoms)
 
     def __repr__(self) -> str:
         return (f"InpaintIntercalantTransformation(guest={self.guest!r}, count={self.count}, "
@@ -159,6 +170,29 @@ class InpaintIntercalantTransformation(AbstractTransformation):
         overlapping atoms, known guest element, positive count, room to fit); return hosts and guest counts."""
         return prepare_hosts(host, self.guest, self.count, self.concentration)
 
+    def screen_hosts(self, hosts: Sequence[StructureLike | Exception]) -> tuple[list[int], list[Structure],
+                                                                               list[dict[str, int]], dict[int, Exception]]:
+        """Check each host on its own (:meth:`prepare`, then the score model's elements): returns the indices
+        of the accepted hosts, their structures and guest counts, and ``{index: error}`` for the refused ones
+        (an ``Exception`` in ``hosts``, e.g. a file that could not be read, is refused as it is). When every
+        host is refused the first error is raised, so a single bad host fails as :meth:`prepare` does."""
+        accepted, structures, guests, refused = [], [], [], {}
+        for i, h in enumerate(hosts):
+            try:
+                if isinstance(h, Exception):
+                    raise h
+                [s], [g] = self.prepare(h)
+                self.check_model_elements([s], [g])
+            except (DiffaseError, ValueError) as err:
+                refused[i] = err
+                continue
+            accepted.append(i)
+            structures.append(s)
+            guests.append(g)
+        if not accepted and refused:
+            raise next(iter(refused.values()))
+        return accepted, structures, guests, refused
+
     def check_model_elements(self, hosts: Sequence[Structure], guests: Sequence[dict[str, int]]) -> None:
         """Load the score model (once per process and device) and refuse, before any sampling, hosts or guests
         with elements it never saw (:class:`~diffase.errors.UnknownElementError`). Nothing to check for the
@@ -171,46 +205,54 @@ class InpaintIntercalantTransformation(AbstractTransformation):
         known = load_model(self.model, self.device).elements
         check_elements([inpainting_record(h, g) for h, g in zip(hosts, guests)], set(known) if known else None)
 
-    def iter_candidates(self, host: StructureLike, *, skip_samples: Collection[int] = (), progress: bool = False,
-                        on_batch: Callable[[int, list[GuestCandidate]], None] | None = None,
+    def iter_candidates(self, host: StructureLike | Sequence[StructureLike], *, skip: Collection[tuple[int, int]] = (),
+                        host_ids: Sequence[int] | None = None, progress: bool = False, on_batch: Callable[[int, list[GuestCandidate]], None] | None = None,
                         on_failure: Callable[[str, Exception], None] | None = None) -> Iterator[GuestCandidate]:
-        """Unevaluated candidates, as they are generated (diffusion batches first, then the baseline).
+        """Unevaluated candidates of one host or a list of hosts, as they are generated (the diffusion samples
+        of all hosts in shared batches first, then the baseline host by host); ``candidate.host_index`` is the
+        host's position in the list.
 
-        Diffusion sample ``i`` depends on ``(seed, i)`` alone; ``skip_samples`` are not generated (resume).
-        With ``method="hybrid"`` a half that fails (a :class:`~diffase.errors.DiffaseError`, e.g. no free
-        Voronoi site left for the last guest) is passed to ``on_failure(method, error)`` (default: a logged
-        warning) and the other half goes on; :class:`~diffase.errors.NoValidCandidateError` when both fail.
-        A single method's failure is raised as it is.
+        Diffusion sample ``s`` of host ``h`` depends on ``(seed, host_ids[h], s)`` alone (``host_ids``
+        default to the positions); the ``(h, s)`` pairs in ``skip`` are not generated (resume). With ``method="hybrid"`` a half that fails (a
+        :class:`~diffase.errors.DiffaseError`, e.g. no free Voronoi site left for the last guest of a host) is
+        passed to ``on_failure(method, error)`` (default: a logged warning) and the rest goes on, as is the
+        baseline's failure on one host of several; :class:`~diffase.errors.NoValidCandidateError` when
+        everything failed. A single method's failure on a single host is raised as it is.
         """
         hosts, guests = self.prepare(host)
-        halves = {"diffusion": lambda: self._diffusion_candidates(hosts, guests, skip_samples, progress, on_batch),
-                  "voronoi": lambda: self._voronoi_candidates(hosts[0], guests[0])}
         methods = ("diffusion", "voronoi") if self.method == "hybrid" else (self.method,)
-        failures = {}
-        for method in methods:
+        parts = []  # (method, host index or None for all hosts, candidate source)
+        if "diffusion" in methods:
+            parts.append(("diffusion", None, lambda: self._diffusion_candidates(hosts, guests, skip, host_ids, progress,
+                                                                                   on_batch)))
+        if "voronoi" in methods:
+            parts += [("voronoi", h, functools.partial(self._voronoi_candidates, h, hosts[h], guests[h]))
+                      for h in range(len(hosts))]
+        failures = []
+        for method, h, source in parts:
             try:
-                yield from halves[method]()
+                yield from source()
             except DiffaseError as err:
-                if len(methods) == 1:
+                if len(parts) == 1:
                     raise
-                failures[method] = err
+                err = type(err)(f"host {h}: {err}") if h is not None and len(hosts) > 1 else err
+                failures.append((method, err))
                 (on_failure or _log_failure)(method, err)
-        if len(failures) == len(methods):
-            raise NoValidCandidateError("both halves of the hybrid method failed: "
-                                        + "; ".join(f"{m}: {err}" for m, err in failures.items()))
+        if len(failures) == len(parts):
+            raise NoValidCandidateError("every method failed: " + "; ".join(f"{m}: {err}" for m, err in failures))
 
-    def _diffusion_candidates(self, hosts, guests, skip_samples, progress, on_batch) -> Iterator[GuestCandidate]:
+    def _diffusion_candidates(self, hosts, guests, skip, host_ids, progress, on_batch) -> Iterator[GuestCandidate]:
         for batch in inpaint_guests(hosts, guests, n_samples=self.n_samples, model=self.model, settings=self.settings,
-                                    seed=self.seed, device=self.device, skip=[(0, i) for i in skip_samples],
+                                    seed=self.seed, device=self.device, skip=skip, host_ids=host_ids,
                                     progress=progress, on_batch=on_batch):
             yield from batch
 
-    def _voronoi_candidates(self, host: Structure, guests: dict[str, int]) -> Iterator[GuestCandidate]:
+    def _voronoi_candidates(self, host_index: int, host: Structure, guests: dict[str, int]) -> list[GuestCandidate]:
         from diffase.simulate.single_point import single_points
 
         beam = 1 if self.method == "voronoi" else max(1, self.n_samples // 2)
-        yield from voronoi_insertion(host, guests, lambda ss: [p.energy for p in single_points(ss, self._potential())],
-                                     beam_width=beam)
+        return voronoi_insertion(host, guests, lambda ss: [p.energy for p in single_points(ss, self._potential())],
+                                 beam_width=beam, host_index=host_index)
 
     def evaluate(self, candidate: GuestCandidate) -> dict:
         """Relax and score one candidate (see :func:`evaluate_candidate`)."""
@@ -235,6 +277,50 @@ class InpaintIntercalantTransformation(AbstractTransformation):
         if return_ranked_list is True:
             return ranked
         return ranked[: max(1, int(return_ranked_list))]
+
+    def apply_to_hosts(self, hosts: Sequence[StructureLike], return_ranked_list: bool | int = True, *,
+                       progress: bool = False) -> list[HostResult]:
+        """Insert the guests into many hosts in one pass: the diffusion samples of all hosts share network
+        batches (``batch_size`` crystals, ``max_atoms`` atoms), so a GPU is kept busy. A host that is refused
+        (disordered, an element the model never saw, no room...) or gives no valid candidate gets a
+        :class:`HostResult` with the ``error`` and does not stop the others. Sample ``s`` of the ``h``-th host
+        in ``hosts`` is seeded by ``(seed, h, s)`` alone: its candidates do not depend on the other hosts or on how the
+        samples are batched, up to floating-point rounding (the first host gets what ``apply_transformation``
+        gives it).
+
+        ``return_ranked_list``: True -> every valid candidate per host; an int k -> the k best.
+        """
+        accepted, structures, _, refused = self.screen_hosts(list(hosts))
+        results: dict[int, list[dict]] = {i: [] for i in accepted}
+        failed: dict[int, str] = {}
+        try:
+            for cand in self.iter_candidates(structures, host_ids=accepted, progress=progress):
+                results[accepted[cand.host_index]].append(self.evaluate(cand))
+        except NoValidCandidateError as err:
+            failed = dict.fromkeys(accepted, str(err))
+        out = []
+        for i in range(len(hosts)):
+            if i in refused:
+                out.append(HostResult(i, error=str(refused[i])))
+                continue
+            ranked = rank_results(results[i], deduplicate=self.deduplicate)
+            if not ranked:
+                formula = structures[accepted.index(i)].composition.reduced_formula
+                out.append(HostResult(i, error=failed.get(i) or no_valid_candidate_reason(results[i], formula)))
+                continue
+            out.append(HostResult(i, ranked if return_ranked_list is True else ranked[: max(1, int(return_ranked_list))]))
+        return out
+
+
+@dataclass
+class HostResult:
+    """What :meth:`InpaintIntercalantTransformation.apply_to_hosts` made of one host: ``ranked`` results (best
+    first, dicts as :meth:`~InpaintIntercalantTransformation.apply_transformation` returns), or an ``error``
+    saying why the host was refused or gave no valid candidate (``ranked`` empty)."""
+
+    host_index: int
+    ranked: list[dict] = field(default_factory=list)
+    error: str | None = None
 
 
 def inpaint_atoms(atoms: Atoms, guest, count: int | None = None, *, n_best: int = 5, **kw) -> list[Atoms]:

@@ -254,7 +254,7 @@ def test_hybrid_ranks_diffusion_candidates_when_voronoi_fails(host, tiny_model_p
     import diffase.transformations as transformations
     from diffase.errors import HostTooDenseError
 
-    def no_site(host, guests, energies, beam_width):
+    def no_site(host, guests, energies, beam_width, host_index=0):
         raise HostTooDenseError("no free site left for guest 2 of 2 in O2")
         yield  # a generator, as voronoi_insertion
 

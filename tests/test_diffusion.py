@@ -121,8 +121,9 @@ def test_sampler_is_seeded():
             return {F.POSITIONS: net(b)}
 
     runs = [sample(score_fn, _batch(), [proc], monotone_schedule(5), n_corrector=1,
-                   generator=torch.Generator().manual_seed(7))[F.POSITIONS] for _ in range(2)]
-    assert torch.equal(*runs)
+                   generator=torch.Generator().manual_seed(seed))[F.POSITIONS] for seed in (7, 7, 8)]
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.allclose(runs[0], runs[2], atol=1e-3), "the sampler ignores its generator"
 
 
 def test_sampler_raises_on_nan():

@@ -17,6 +17,27 @@ from diffase.data import fields as F
 Batch = dict[str, torch.Tensor]
 
 
+def batch_slices(sizes: Sequence[int], max_crystals: int, max_atoms: int | None = None) -> list[slice]:
+    """Cut crystals of ``sizes`` atoms, in order, into consecutive batches of at most ``max_crystals``
+    crystals and, if given, ``max_atoms`` atoms (a crystal larger than ``max_atoms`` gets a batch of its own).
+
+    Consecutive batches keep each caller's order, so results can be streamed out batch by batch and a host's
+    samples finish together.
+    """
+    if max_crystals < 1 or (max_atoms is not None and max_atoms < 1):
+        raise ValueError(f"batch limits must be >= 1, got {max_crystals} crystals, {max_atoms} atoms")
+    slices, start, atoms = [], 0, 0
+    for i, n in enumerate(sizes):
+        full = i - start >= max_crystals or (max_atoms is not None and atoms + n > max_atoms)
+        if full and i > start:
+            slices.append(slice(start, i))
+            start, atoms = i, 0
+        atoms += n
+    if start < len(sizes):
+        slices.append(slice(start, len(sizes)))
+    return slices
+
+
 def collate(records: Sequence[dict[str, Any]], *, dtype: torch.dtype = torch.float32) -> Batch:
     """Stack crystal records into one batch on the CPU.
 

@@ -32,6 +32,7 @@ class InpaintingSettings:
     n_corrector: int = 5  #: M, Langevin corrector steps per level
     snr: float = 0.2  #: corrector signal-to-noise ratio (CHGGen used 0.4)
     batch_size: int = 32  #: crystals per network call
+    max_atoms: int | None = None  #: atoms per network call (None: no limit); a GPU is kept busy by a large one
 
     def __post_init__(self):
         if self.num_levels < 2 or self.n_resample < 1 or self.jump_length < 1 or self.n_corrector < 0:
@@ -40,6 +41,8 @@ class InpaintingSettings:
             raise ValueError("RePaint resampling needs jump_length < num_levels")
         if self.snr <= 0:
             raise ValueError(f"snr must be positive, got {self.snr}")
+        if self.batch_size < 1 or (self.max_atoms is not None and self.max_atoms < 1):
+            raise ValueError(f"batch_size and max_atoms must be >= 1, got {self.batch_size}, {self.max_atoms}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,6 +112,7 @@ def inpaint_guests(
     seed: int | None = 0,
     device: str = "auto",
     skip: Collection[tuple[int, int]] = (),
+    host_ids: Sequence[int] | None = None,
     progress: bool = False,
     on_batch: Callable[[int, list[GuestCandidate]], None] | None = None,
 ) -> Iterator[list[GuestCandidate]]:
@@ -116,10 +120,12 @@ def inpaint_guests(
 
     ``hosts``/``guests`` come from :func:`prepare_hosts`. ``model`` is a name/path for
     :func:`diffase.load_model` or a loaded :class:`~diffase.generators.score_model.ScoreModel`. Samples of
-    all hosts are batched together (``settings.batch_size`` crystals per network call). Sample ``s`` of host
+    all hosts are batched together (up to ``settings.batch_size`` crystals and ``settings.max_atoms`` atoms per
+    network call). Sample ``s`` of host
     ``h`` draws from its own random stream seeded by ``(seed, h, s)`` alone, so it comes out the same in a
     run of any ``n_samples`` and batch size, and a resumed run skips the ``(host index, sample index)``
-    pairs in ``skip``. ``on_batch(offset, candidates)`` is called with each batch before it is yielded.
+    pairs in ``skip``. ``host_ids`` replace the host positions ``h`` in the seeds (e.g. a host's index in
+    the user's list before refused hosts were dropped). ``on_batch(offset, candidates)`` is called with each batch before it is yielded.
     """
     from diffase.generators import load_model
     from diffase.runtime import child_seed
@@ -133,9 +139,12 @@ def inpaint_guests(
     if not jobs:
         return
     records = [inpainting_record(hosts[h], guests[h]) for h, _ in jobs]
-    seeds = None if seed is None else [child_seed(seed, h, s) for h, s in jobs]
+    ids = range(len(hosts)) if host_ids is None else host_ids
+    if len(ids) != len(hosts):
+        raise ValueError(f"{len(ids)} host ids for {len(hosts)} hosts")
+    seeds = None if seed is None else [child_seed(seed, ids[h], s) for h, s in jobs]
     batches = score_model.sample_positions(
-        records, batch_size=settings.batch_size, n_corrector=settings.n_corrector, snr=settings.snr,
+        records, batch_size=settings.batch_size, max_atoms=settings.max_atoms, n_corrector=settings.n_corrector, snr=settings.snr,
         jump_length=settings.jump_length, n_resample=settings.n_resample, num_levels=settings.num_levels,
         seeds=seeds, progress=progress,
     )

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from diffase.data import fields as F
-from diffase.data.batch import collate, split, to_device
+from diffase.data.batch import batch_slices, collate, split, to_device
 from diffase.data.structures import check_elements
 from diffase.diffusion.noise import CrystalGenerators
 from diffase.diffusion.sampler import sample
@@ -87,6 +87,7 @@ class ScoreModel:
         records: Sequence[dict],
         *,
         batch_size: int = 32,
+        max_atoms: int | None = None,
         n_corrector: int = 5,
         snr: float = 0.2,
         jump_length: int = 10,
@@ -106,7 +107,8 @@ class ScoreModel:
         (:class:`~diffase.diffusion.noise.CrystalGenerators`): a crystal comes out the same whatever else is
         in its batch, so callers derive the seed of sample ``i`` from ``(seed, i)`` and a resumed or enlarged
         run reproduces a fresh one. ``seeds=None`` uses torch's global RNG.
-        Yields ``(offset, records)`` per batch of ``batch_size`` crystals, ``offset`` being the index in
+        Yields ``(offset, records)`` per batch of at most ``batch_size`` crystals and ``max_atoms`` atoms
+        (consecutive records, :func:`~diffase.data.batch.batch_slices`), ``offset`` being the index in
         ``records`` of the batch's first crystal, so callers can stream results to disk.
         """
         check_elements(list(records), set(self.elements) if self.elements else None)
@@ -119,9 +121,9 @@ class ScoreModel:
                 raise ValueError(f"start_level must be in [0, {process.num_levels - 1}], got {start_level}")
             schedule = list(range(start_level, -2, -1))
         score_fn = self.score_fn(process)
-        for lo in range(0, len(records), batch_size):
-            chunk = records[lo : lo + batch_size]
-            generator = None if seeds is None else CrystalGenerators(seeds[lo : lo + batch_size], self.device)
+        for part in batch_slices([len(r[F.ATOMIC_NUMBERS]) for r in records], batch_size, max_atoms):
+            lo, chunk = part.start, records[part]
+            generator = None if seeds is None else CrystalGenerators(seeds[part], self.device)
             batch = to_device(collate(chunk), self.device)
             given = batch[F.POSITIONS].clone()
             known = {}
