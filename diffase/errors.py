@@ -45,3 +45,7 @@ class CheckpointNotFoundError(DiffaseError, FileNotFoundError):
 
 class SamplingError(DiffaseError, RuntimeError):
     """Sampling diverged (NaN or infinite coordinates); nothing was written for the failed batch."""
+
+
+class PredictedLabelError(DiffaseError, ValueError):
+    """A predicted (surrogate) label was given where a DFT label is required."""

@@ -21,9 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from diffase.data.electronic.dataset import require_dft
+
 
 def label_errors(label: dict[str, Any], reference: dict[str, Any]) -> dict[str, float]:
-    """Errors of ``label`` against ``reference`` (both as :func:`~diffase.data.electronic.dataset.read_label` gives)."""
+    """Errors of ``label`` against ``reference`` (both as :func:`~diffase.data.electronic.dataset.read_label` gives).
+
+    ``reference`` must be a DFT label: a predicted one raises :class:`~diffase.errors.PredictedLabelError`."""
+    require_dft(reference, "the reference of a label comparison")
     rho, rho_ref = np.asarray(label["rho32"], np.float64), np.asarray(reference["rho32"], np.float64)
     dos, dos_ref = np.asarray(label["dos"], np.float64), np.asarray(reference["dos"], np.float64)
     if rho.shape != rho_ref.shape or dos.shape != dos_ref.shape:

@@ -3,8 +3,10 @@
 A recipe is a JSON object with these keys (all but ``model`` optional):
 
 * ``model``: ``"score"`` (:func:`~diffase.train.score_trainer.train_score_model`; several devices:
-  :func:`~diffase.train.lightning.train_score_model_lightning`) or ``"joint"``
-  (:func:`~diffase.train.joint_trainer.train_joint_model`, one device);
+  :func:`~diffase.train.lightning.train_score_model_lightning`), ``"joint"``
+  (:func:`~diffase.train.joint_trainer.train_joint_model`, one device) or ``"site-labels"`` (the site-DOS and
+  Bader predictor, :func:`~diffase.train.site_trainer.train_site_model`; ``train`` is a DFT label folder, split by
+  material inside, no ``val``);
 * ``train``, ``val``: data paths (relative paths are read from the current directory); ``out``: run folder;
   ``labels``: label CSV of a conditional joint model;
 * ``model_config``: the network's settings (score: :class:`~diffase.nn.score_net.ScoreNetConfig` except
@@ -27,7 +29,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 #: Network settings a recipe must not give: the trainer sets them from the data.
-_FROM_DATA = {"score": {"avg_num_neighbors"}, "joint": {"num_elements", "conditions"}}
+_FROM_DATA = {"score": {"avg_num_neighbors"}, "joint": {"num_elements", "conditions"},
+              "site-labels": {"avg_num_neighbors", "dos_points"}}
 
 
 @dataclass
@@ -58,8 +61,13 @@ def _accepted(model: str) -> dict[str, set[str]]:
         from diffase.train.joint_trainer import JointTrainConfig
 
         net, process, loop = JointDenoiserConfig, set(), JointTrainConfig
+    elif model == "site-labels":
+        from diffase.predictors.site_net import SiteNetConfig
+        from diffase.train.site_trainer import SiteTrainConfig
+
+        net, process, loop = SiteNetConfig, set(), SiteTrainConfig
     else:
-        raise ValueError(f"recipe model must be 'score' or 'joint', got {model!r}")
+        raise ValueError(f"recipe model must be 'score', 'joint' or 'site-labels', got {model!r}")
     return {"model_config": {f.name for f in fields(net)} - _FROM_DATA[model], "process": process,
             "config": {f.name for f in fields(loop)}}
 
@@ -84,7 +92,7 @@ def load_recipe(path: str | Path) -> Recipe:
         raise ValueError(f"recipe {path}: unknown key(s) {', '.join(map(repr, unknown))}; "
                          f"known: {', '.join(f.name for f in fields(Recipe))}")
     if "model" not in data:
-        raise ValueError(f"recipe {path}: no 'model' ('score' or 'joint')")
+        raise ValueError(f"recipe {path}: no 'model' ('score', 'joint' or 'site-labels')")
     return check_recipe(Recipe(**data))
 
 
@@ -99,6 +107,14 @@ def train_recipe(recipe: Recipe, *, train=None, val=None, out=None, overrides: d
     """
     recipe = check_recipe(replace(recipe, config={**recipe.config, **(overrides or {})}))
     train, val, out = train or recipe.train, val or recipe.val, out or recipe.out
+    if recipe.model == "site-labels":
+        if train is None or out is None or devices > 1:
+            raise ValueError("a site-labels recipe trains on one device and needs a DFT label folder ('train') and "
+                             "a run folder ('out'); its validation materials are split off the folder")
+        from diffase.train.site_trainer import SiteTrainConfig, train_site_model
+
+        return train_site_model(train, out, model_config=recipe.model_config, config=SiteTrainConfig(**recipe.config),
+                                device=device, num_threads=num_threads, progress=progress)
     if train is None or val is None or out is None:
         raise ValueError("training needs training data, validation data and a run folder: give them or name "
                          "them in the recipe ('train', 'val', 'out')")

@@ -32,7 +32,16 @@ n_ibz_kpts           int                irreducible k-points of the calculation
 n_ibz_dos_kpts       int                irreducible k-points of dos_kpts
 dft_seconds          float              wall time of the DFT worker, s
 code_version         str                e.g. "GPAW 22.8.0"
+predicted_by         str                only in predicted labels (``diffase predict-labels``): the predictor's
+                                        name; such a label holds ``dos``, ``dos_grid``, ``dos_sigma``, ``bader``
+                                        and the structure, NaN for ``energy``, ``efermi``, ``gap``, ``hirshfeld``,
+                                        and no ``rho32``
+predictor_sha256     str                SHA-256 of the predictor's checkpoint (predicted labels only)
+predictor_error      str                JSON of the predictor's held-out errors (predicted labels only)
 ===================  =================  =====================================================================
+
+A predicted label is never a DFT label: :func:`require_dft` refuses it wherever DFT is required (the reference of
+:func:`diffase.labeling.compare.label_errors`, predictor training).
 """
 
 from __future__ import annotations
@@ -50,8 +59,11 @@ from pymatgen.core import Structure
 from diffase.data import fields as F
 from diffase.data.batch import Batch, collate
 from diffase.data.structures import structure_to_record
+from diffase.errors import PredictedLabelError
 
 FORMAT_VERSION = 2
+#: Key whose presence marks a label as predicted (its value: the predictor's name).
+PREDICTED_KEY = "predicted_by"
 INDEX_COLUMNS = ("file", "material_id", "nsites", "gap_eV", "efermi_eV", "has_bader", "format_version")
 
 
@@ -75,9 +87,24 @@ def read_label(path: str | Path) -> dict[str, Any]:
         label["dos"] = 2.0 * label["dos"]
         label["bader"] = np.full(len(label["hirshfeld"]), np.nan, dtype=np.float32)
     label["format_version"] = version
-    for key in ("material_id", "cif", "split", "settings"):
+    for key in ("material_id", "cif", "split", "settings", PREDICTED_KEY, "predictor_sha256", "predictor_error"):
         if key in label:
             label[key] = str(label[key])
+    return label
+
+
+def is_predicted(label: dict[str, Any]) -> bool:
+    """True for a label written by a predictor (``diffase predict-labels``), False for a DFT label."""
+    return PREDICTED_KEY in label
+
+
+def require_dft(label: dict[str, Any], role: str) -> dict[str, Any]:
+    """Return ``label`` if it is a DFT label; raise :class:`~diffase.errors.PredictedLabelError` naming ``role``
+    (e.g. ``"the reference of a label comparison"``) and the predictor if it was predicted."""
+    if is_predicted(label):
+        raise PredictedLabelError(
+            f"label {label.get('material_id', '?')!r} was predicted by {label[PREDICTED_KEY]!r}, not computed with "
+            f"DFT; {role} must be a DFT label (diffase label)")
     return label
 
 
