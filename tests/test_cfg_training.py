@@ -8,7 +8,8 @@ import torch
 
 from diffase.data import fields as F
 from diffase.diffusion.guidance import training_dropout
-from diffase.generators.joint import default_processes, encode_records
+from diffase.generators.joint import encode_records
+from diffase.generators.joint_fields import joint_fields
 from diffase.train.joint_trainer import joint_loss
 
 ELEMENTS = [3, 8]
@@ -45,7 +46,7 @@ def test_training_drops_all_conditions_of_a_crystal_together():
     """With p_uncond 0.2 and two conditions, 20 % of crystals train the unconditional branch that sampling
     uses; dropping each condition on its own (the previous trainer) gave 0.2^2 = 4 %."""
     net = RecordingNet()
-    joint_loss(net, default_processes(len(ELEMENTS)), items(1000), p_uncond=0.2, weights=(1, 1, 1),
+    joint_loss(net, joint_fields(len(ELEMENTS)), items(1000), p_uncond=0.2,
                generator=torch.Generator().manual_seed(0))
     gap, chemsys = dropped(net).values()
     assert np.array_equal(gap, chemsys), "a crystal lost one condition but kept the other"
@@ -54,7 +55,7 @@ def test_training_drops_all_conditions_of_a_crystal_together():
 
 def test_per_condition_drops_come_on_top_when_asked():
     net = RecordingNet()
-    joint_loss(net, default_processes(len(ELEMENTS)), items(1000), p_uncond=0.2, p_each=0.5, weights=(1, 1, 1),
+    joint_loss(net, joint_fields(len(ELEMENTS)), items(1000), p_uncond=0.2, p_each=0.5,
                generator=torch.Generator().manual_seed(1))
     gap, chemsys = dropped(net).values()
     both = (gap & chemsys).mean()

@@ -38,10 +38,10 @@ from diffase.generators import load_model
 from diffase.generators.joint import (
     JointModel,
     decode_tokens,
-    default_processes,
     encode_records,
     make_batch,
 )
+from diffase.generators.joint_fields import joint_fields
 from diffase.data.structures import record_to_structure
 from diffase.nn.conditioning import ConditionSpec
 from diffase.nn.joint_denoiser import JointDenoiser, JointDenoiserConfig
@@ -55,7 +55,7 @@ def tiny_model(conditions=(), seed=0, dtype=torch.float64) -> JointModel:
     cfg = JointDenoiserConfig(num_elements=len(ELEMENTS), hidden=16, num_layers=2, num_freqs=4, time_dim=16,
                               conditions=[c.to_dict() for c in conditions])
     net = JointDenoiser(cfg).to(dtype)
-    return JointModel(net, default_processes(len(ELEMENTS)), ELEMENTS, [0, 1, 2, 3, 2], device="cpu")
+    return JointModel(net, joint_fields(len(ELEMENTS)), ELEMENTS, [0, 1, 2, 3, 2], device="cpu")
 
 
 def _batch(structures=None, dtype=torch.float64, t=0.3):
@@ -309,7 +309,7 @@ def test_guidance_zero_is_unconditional_and_one_is_conditional():
     model = tiny_model(conditions=[spec])
     batch = _batch()
     batch[F.condition_key("band_gap")] = torch.tensor([2.0, 0.5], dtype=torch.float64)
-    model_fn = model.model_fn(model.processes)
+    model_fn = model.model_fn(model.fields)
     cond = model_fn(batch, 500)
     uncond = model_fn({k: v for k, v in batch.items() if not k.startswith(F.CONDITION_PREFIX)}, 500)
     assert not torch.allclose(cond[F.FRAC_COORDS], uncond[F.FRAC_COORDS])

@@ -9,7 +9,8 @@ import torch
 
 from diffase.data import fields as F
 from diffase.diffusion.guidance import guided_score_fn, training_dropout
-from diffase.generators.joint import JointModel, default_processes
+from diffase.generators.joint import JointModel
+from diffase.generators.joint_fields import joint_fields
 from diffase.nn.conditioning import NodeConditionEmbedding
 from diffase.nn.joint_denoiser import JointDenoiser, JointDenoiserConfig
 from tests.helpers import rocksalt
@@ -25,7 +26,7 @@ def node_model(seed: int = 0) -> JointModel:
     net = JointDenoiser(cfg).to(torch.float64)
     with torch.no_grad():  # a visible null vector, so "not given" differs from a given zero row
         net.node_cond.null.normal_()
-    return JointModel(net, default_processes(len(ELEMENTS)), ELEMENTS, [0, 1, 2, 3, 2], device="cpu")
+    return JointModel(net, joint_fields(len(ELEMENTS)), ELEMENTS, [0, 1, 2, 3, 2], device="cpu")
 
 
 def test_nan_rows_and_a_missing_field_take_the_null_vector():
@@ -46,7 +47,7 @@ def test_guidance_drops_per_atom_conditions():
     batch = _batch()
     batch[F.NODE_COND] = torch.randn(batch[F.BATCH].shape[0], DIM, dtype=torch.float64)
     free = {**batch, F.NODE_COND: torch.full_like(batch[F.NODE_COND], float("nan"))}
-    fn = model.model_fn(model.processes)
+    fn = model.model_fn(model.fields)
     uncond, cond = guided_score_fn(fn, 0.0)(batch, 500), guided_score_fn(fn, 1.0)(batch, 500)
     reference = fn(free, 500)
     for key in (F.TYPE_TOKENS, F.FRAC_COORDS, F.CELL):

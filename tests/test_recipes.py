@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from diffase.cli import main
-from diffase.generators.joint import default_processes
+from diffase.generators.joint_fields import fields_from_checkpoint, joint_fields
 from diffase.train.recipe import Recipe, load_recipe, train_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def test_recipe_holds_the_settings_stored_in_the_shipped_checkpoint(name):
     if recipe.model == "score":
         assert recipe.process == ckpt["process"]
     else:
-        assert {k: p.to_dict() for k, p in default_processes(len(ckpt["elements"])).items()} == ckpt["processes"]
+        assert joint_fields(len(ckpt["elements"])).to_list() == fields_from_checkpoint(ckpt).to_list()
     # the budget is the shipped run's length in steps; everything else is the stored loop config
     budget = {"max_steps": stored["step"], "max_time_s": None}
     assert recipe.config == {**stored["config"], **budget}

@@ -41,8 +41,11 @@ def batch_slices(sizes: Sequence[int], max_crystals: int, max_atoms: int | None 
 def collate(records: Sequence[dict[str, Any]], *, dtype: torch.dtype = torch.float32) -> Batch:
     """Stack crystal records into one batch on the CPU.
 
-    Records need ``atomic_numbers`` (n,), ``pos`` (n, 3) Angstrom and ``cell`` (3, 3) Angstrom; any other
-    registered node field (e.g. ``known_mask``) is concatenated too.
+    Records need ``atomic_numbers`` (n,), ``pos`` (n, 3) Angstrom and ``cell`` (3, 3) Angstrom. Any other
+    registered field that every record holds is batched by its kind (:func:`diffase.data.fields.field_kind`):
+    node fields (e.g. ``known_mask``, ``bader_charge``) are concatenated over atoms, graph fields (one array
+    per crystal) and grid fields (one (G, G, G) grid per crystal, e.g. ``charge_density``) are stacked into
+    (n_crystals, ...); a graph or grid field whose shape differs between crystals is refused.
     """
     if not records:
         raise ValueError("cannot collate an empty list of crystals")
@@ -54,9 +57,18 @@ def collate(records: Sequence[dict[str, Any]], *, dtype: torch.dtype = torch.flo
         F.NUM_ATOMS: torch.as_tensor(counts, dtype=torch.long),
         F.BATCH: torch.repeat_interleave(torch.arange(len(records)), torch.as_tensor(counts)),
     }
-    for key in F.NODE_FIELDS - batch.keys():
-        if all(key in r for r in records):
-            batch[key] = torch.as_tensor(np.concatenate([np.asarray(r[key]) for r in records]))
+    for key in sorted((F.NODE_FIELDS | F.GRAPH_FIELDS | F.GRID_FIELDS) - batch.keys()):
+        if not all(key in r for r in records):
+            continue
+        arrays = [np.asarray(r[key]) for r in records]
+        if F.field_kind(key) == "node":
+            batch[key] = torch.as_tensor(np.concatenate(arrays))
+            continue
+        shapes = {a.shape for a in arrays}
+        if len(shapes) > 1:
+            raise ValueError(f"cannot batch {key!r}: its shape differs between crystals ({sorted(shapes)}); "
+                             "bring every crystal's array to one shape (grids: regrid to one G) first")
+        batch[key] = torch.as_tensor(np.stack(arrays))
     return batch
 
 
@@ -88,11 +100,11 @@ def select_crystals(batch: Batch, crystals: slice) -> tuple[Batch, slice]:
 
 
 def split(batch: Batch) -> list[dict[str, np.ndarray]]:
-    """Split a batch back into per-crystal records of numpy arrays (node and graph fields only)."""
+    """Split a batch back into per-crystal records of numpy arrays (node, graph and grid fields)."""
     counts = batch[F.NUM_ATOMS].tolist()
     bounds = np.cumsum([0] + counts)
     node_keys = [k for k in batch if k in F.NODE_FIELDS and k != F.BATCH]
-    graph_keys = [k for k in batch if k in F.GRAPH_FIELDS and k != F.NUM_ATOMS]
+    graph_keys = [k for k in batch if k in F.GRAPH_FIELDS | F.GRID_FIELDS and k != F.NUM_ATOMS]
     node = {k: batch[k].detach().cpu().numpy() for k in node_keys}
     graph = {k: batch[k].detach().cpu().numpy() for k in graph_keys}
     out = []

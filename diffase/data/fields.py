@@ -2,7 +2,9 @@
 
 Every model, process and converter in diffase reads and writes a plain ``dict[str, Tensor]`` (a *batch*),
 with keys taken from this module. Many crystals are batched into one flat graph: node fields are stacked
-over all atoms of all crystals, graph fields over crystals, edge fields over all edges.
+over all atoms of all crystals, graph fields over crystals (one array per crystal, any trailing shape),
+grid fields over crystals too (one (G, G, G) grid per crystal, laid along its cell), edge fields over all
+edges.
 
 New modalities (charge grids, site DOS, conditions) add keys here; they never add new data classes.
 """
@@ -42,7 +44,12 @@ BADER_CHARGE = "bader_charge"  #: (n_atoms,) float, Bader charge, e (positive = 
 HIRSHFELD_CHARGE = "hirshfeld_charge"  #: (n_atoms,) float, Hirshfeld charge, e (positive = electron loss)
 CHARGE_DENSITY = "charge_density"  #: (n_crystals, N, N, N) float, valence density on the cell grid, e/Angstrom^3
 NODE_FIELDS = NODE_FIELDS | {SITE_DOS, BADER_CHARGE, HIRSHFELD_CHARGE}
-GRAPH_FIELDS = GRAPH_FIELDS | {CHARGE_DENSITY}
+#: Per-site descriptors that travel with their sites out of diffase: pymatgen ``site_properties`` and ASE
+#: ``atoms.arrays`` under the same names (:func:`diffase.data.structures.record_to_structure`).
+SITE_DESCRIPTORS = frozenset({BADER_CHARGE, HIRSHFELD_CHARGE, SITE_DOS})
+
+# --- grid fields: one (G, G, G) grid per crystal, shape (n_crystals, G, G, G) ------------------------
+GRID_FIELDS = frozenset({CHARGE_DENSITY})
 
 
 def condition_key(name: str) -> str:
@@ -51,10 +58,14 @@ def condition_key(name: str) -> str:
 
 
 def field_kind(key: str) -> str:
-    """Return ``"node"``, ``"graph"`` or ``"edge"`` for a registered key; raise ``KeyError`` otherwise."""
+    """Return ``"node"``, ``"graph"``, ``"grid"`` or ``"edge"`` for a registered key; raise ``KeyError`` otherwise.
+
+    Graph and grid fields both have one row per crystal (the first axis); a grid's row is a (G, G, G) array.
+    """
     if key.startswith(CONDITION_PREFIX):
         return "graph"
-    for kind, fields in (("node", NODE_FIELDS), ("graph", GRAPH_FIELDS), ("edge", EDGE_FIELDS)):
+    for kind, fields in (("node", NODE_FIELDS), ("graph", GRAPH_FIELDS), ("grid", GRID_FIELDS),
+                         ("edge", EDGE_FIELDS)):
         if key in fields:
             return kind
     raise KeyError(f"{key!r} is not a registered batch field (see diffase.data.fields)")

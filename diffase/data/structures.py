@@ -15,7 +15,11 @@ from pymatgen.core import Element, Lattice, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from diffase.data import fields as F
-from diffase.errors import DisorderedStructureError, InvalidStructureError, UnknownElementError
+from diffase.errors import (
+    DisorderedStructureError,
+    InvalidStructureError,
+    UnknownElementError,
+)
 
 StructureLike = Union[Structure, Atoms]
 
@@ -83,8 +87,9 @@ def structure_to_record(structure: StructureLike, *, name: str | None = None) ->
 def record_to_structure(record: dict[str, Any]) -> Structure:
     """Convert a crystal record back to a pymatgen ``Structure``.
 
-    Uses Cartesian ``pos`` (kept as given) when present, else ``frac_coords``. A record still holding a
-    masked atom type (atomic number < 1, or ``valid`` False: a generated sample whose type was never decided)
+    Uses Cartesian ``pos`` (kept as given) when present, else ``frac_coords``; per-site descriptors
+    (:data:`diffase.data.fields.SITE_DESCRIPTORS`, e.g. ``bader_charge`` e) become ``site_properties``.
+    A record still holding a masked atom type (atomic number < 1, or ``valid`` False: a generated sample whose type was never decided)
     raises :class:`InvalidStructureError`: it is an invalid sample, and no element is made up for it.
     """
     numbers = np.asarray(record[F.ATOMIC_NUMBERS])
@@ -97,17 +102,26 @@ def record_to_structure(record: dict[str, Any]) -> Structure:
         [int(z) for z in numbers],
         np.asarray(record[F.POSITIONS if cartesian else F.FRAC_COORDS], dtype=float),
         coords_are_cartesian=cartesian,
+        site_properties=_site_descriptors(record) or None,
     )
 
 
+def _site_descriptors(record: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {k: np.asarray(record[k], dtype=float) for k in sorted(F.SITE_DESCRIPTORS) if k in record}
+
+
 def record_to_atoms(record: dict[str, Any]) -> Atoms:
-    """Convert a crystal record to a periodic ASE ``Atoms``."""
-    return Atoms(
+    """Convert a crystal record to a periodic ASE ``Atoms`` (per-site descriptors such as ``bader_charge`` in
+    ``atoms.arrays``)."""
+    atoms = Atoms(
         numbers=np.asarray(record[F.ATOMIC_NUMBERS]),
         positions=np.asarray(record[F.POSITIONS], dtype=float),
         cell=np.asarray(record[F.CELL], dtype=float),
         pbc=True,
     )
+    for key, values in _site_descriptors(record).items():
+        atoms.set_array(key, values)
+    return atoms
 
 
 def check_elements(records: list[dict[str, Any]], allowed: set[int] | None) -> None:

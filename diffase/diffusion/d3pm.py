@@ -84,9 +84,10 @@ class AbsorbingD3PM:
                            torch.full_like(x, self.mask_token), x)
 
     # --- training ---------------------------------------------------------------------------------
-    def corrupt(self, x0: torch.Tensor, t_step_atom: torch.Tensor, *, generator=None) -> torch.Tensor:
-        """Mask clean tokens ``x0`` (n,) at per-atom integer steps ``t_step_atom`` (n,) in 1..T."""
-        return self._mask_where(x0, 1 - self.alpha(t_step_atom / self.num_steps), generator)
+    def corrupt(self, x0: torch.Tensor, t_step_atom: torch.Tensor, *, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask clean tokens ``x0`` (n,) at per-atom integer steps ``t_step_atom`` (n,) in 1..T; return
+        ``(x_t, x0)``: the target of the network's logits is the clean token."""
+        return self._mask_where(x0, 1 - self.alpha(t_step_atom / self.num_steps), generator), x0
 
     def loss(self, logits: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t_step_atom: torch.Tensor) -> torch.Tensor:
         """Hybrid loss ``T * KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) + ce_weight * CE``, mean over atoms.

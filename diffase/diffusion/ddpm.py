@@ -1,8 +1,11 @@
-"""DDPM (variance-preserving) diffusion of the lattice matrix (Ho et al. 2020; DiffCSP's lattice process).
+"""DDPM (variance-preserving) diffusion of a continuous field (Ho et al. 2020): DiffCSP's lattice process, and
+the process of per-site descriptors (Bader charges, DOS latents) and other continuous latents.
 
-Forward: ``L_t = sqrt(abar_t) L_0 + sqrt(1 - abar_t) eps`` on the (B, 3, 3) cell (rows = lattice vectors,
-Angstrom), ``abar_t = prod_{s<=t} (1 - beta_s)`` with linear ``beta`` from 1e-4 to 0.02 over T = 1000 steps;
-``abar_T = 4e-5``, so the prior is ``N(0, I)`` per entry. The network predicts ``eps``.
+Forward: ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` on the field ``key`` of the batch (rows = atoms for
+a node field, crystals for a graph or grid field, each row of shape ``row_shape``), ``abar_t = prod_{s<=t}
+(1 - beta_s)`` with linear ``beta`` from 1e-4 to 0.02 over T = 1000 steps; ``abar_T = 4e-5``, so the prior
+is ``N(0, I)`` per entry. The network predicts ``eps``. :class:`LatticeDDPM` is the process on the
+(B, 3, 3) cell (rows = lattice vectors, Angstrom).
 
 The posterior ``q(L_s | L_t, L_0)`` between any two steps s < t is written once (:meth:`posterior`) and
 serves the ancestral predictor with ``L_0`` estimated from the predicted noise; with s = t - 1 it is
@@ -21,18 +24,22 @@ from diffase.diffusion.schedules import level_timestep
 
 
 @dataclass
-class LatticeDDPM:
-    """DDPM on ``cell`` with linear betas; trained on ``num_steps`` steps, sampled on ``num_levels`` levels."""
+class DDPM:
+    """DDPM on the batch field ``key`` (rows of ``row_shape``) with linear betas; trained on ``num_steps``
+    steps, sampled on ``num_levels`` levels."""
 
+    key: str
+    row_shape: tuple[int, ...] = ()
     beta_min: float = 1e-4
     beta_max: float = 0.02
     num_steps: int = 1000
     num_levels: int = 1000
 
-    key = F.CELL
+    def __post_init__(self):
+        self.row_shape = tuple(int(d) for d in self.row_shape)  # a list after a JSON / checkpoint round trip
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "row_shape": list(self.row_shape)}
 
     @property
     def alpha_bars(self) -> torch.Tensor:
@@ -57,21 +64,23 @@ class LatticeDDPM:
 
     # --- training ---------------------------------------------------------------------------------
     def corrupt(self, x0: torch.Tensor, t_step: torch.Tensor, *, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Noise cells ``x0`` (B, 3, 3) at integer steps ``t_step`` (B,) in 1..T; return ``(x_t, eps)``."""
-        ab = self.alpha_bars.to(x0.device)[t_step].to(x0.dtype).view(-1, 1, 1)
+        """Noise ``x0`` (rows, *row_shape) at integer steps ``t_step`` (rows,) in 1..T; return ``(x_t, eps)``."""
+        ab = self.alpha_bars.to(x0.device)[t_step].to(x0.dtype).view(-1, *([1] * (x0.dim() - 1)))
         eps = noise.randn(x0.shape, x0, generator)
         return ab.sqrt() * x0 + (1 - ab).sqrt() * eps, eps
 
     @staticmethod
-    def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Mean squared error of the predicted noise."""
+    def loss(output: torch.Tensor, target: torch.Tensor, *_) -> torch.Tensor:
+        """Mean squared error of the predicted noise (further arguments, ``x_t`` and steps, are not needed)."""
         return ((output - target) ** 2).mean()
 
     # --- sampling ---------------------------------------------------------------------------------
     def prior(self, batch: dict, *, generator=None) -> torch.Tensor:
-        """``N(0, I)`` cells (B, 3, 3)."""
+        """``N(0, I)`` rows (rows, *row_shape): one per atom for a node field, one per crystal otherwise; the
+        dtype and device of the batch's cells."""
         like = batch[F.CELL]
-        return noise.randn(like.shape, like, generator, batch)
+        rows = batch[F.BATCH].shape[0] if F.field_kind(self.key) == "node" else batch[F.NUM_ATOMS].shape[0]
+        return noise.randn((rows, *self.row_shape), like, generator, batch)
 
     def noise_to(self, x0: torch.Tensor, level: int, batch: dict, *, generator=None) -> torch.Tensor:
         """Sample ``q(x_level | x_0)``; exactly ``x_0`` at level -1."""
@@ -96,3 +105,11 @@ class LatticeDDPM:
         if var == 0:
             return mean
         return mean + var**0.5 * noise.randn(x.shape, x, generator, batch)
+
+
+@dataclass
+class LatticeDDPM(DDPM):
+    """:class:`DDPM` on ``cell`` (B, 3, 3), Angstrom (DiffCSP's lattice process)."""
+
+    key: str = F.CELL
+    row_shape: tuple[int, ...] = (3, 3)

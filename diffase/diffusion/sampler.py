@@ -17,6 +17,9 @@ runs this loop. What varies is given to it as data:
   eq. 11-12) before every predictor step, i.e. after the M corrector steps, which move every row (Algorithm
   1: the predictor always scores the unknown atoms against the given ones), and again after each predictor
   step at the new level, so at level -1 they equal the given values exactly.
+* ``projections``: per-step constraints (:mod:`diffase.diffusion.constraints`, e.g. charge neutrality of a
+  per-site charge field), each applied to its field after every predictor step (after the known rows are
+  put back), at the time of the level reached; a constraint that holds at t = 0 holds for the output.
 * ``generator``: a ``torch.Generator``, or :class:`~diffase.diffusion.noise.CrystalGenerators` (one stream
   per crystal, so each crystal's sample depends on its own seed alone).
 """
@@ -30,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from diffase.diffusion.noise import Generator
+from diffase.diffusion.schedules import level_timestep
 from diffase.errors import SamplingError
 
 ScoreFn = Callable[[dict, int], dict]
@@ -44,6 +48,22 @@ class Process(Protocol):
     def noise_to(self, x0: torch.Tensor, level: int, batch: dict, *, generator=None) -> torch.Tensor: ...
     def forward_step(self, x: torch.Tensor, level: int, batch: dict, *, generator=None) -> torch.Tensor: ...
     def predictor_step(self, x, score, level: int, batch: dict, *, generator=None) -> torch.Tensor: ...
+
+
+class Projection(Protocol):
+    """A per-step constraint on the field ``key``: ``(x, t, batch) -> x``, t in [0, 1] the time reached."""
+
+    key: str
+
+    def __call__(self, x: torch.Tensor, t: float, batch: dict) -> torch.Tensor: ...
+
+
+def _project(batch, processes, projections, level):
+    by_key = {proc.key: proc for proc in processes}
+    for proj in projections:
+        proc = by_key[proj.key]
+        t = level_timestep(level, proc.num_levels, proc.num_steps) / proc.num_steps
+        batch[proj.key] = proj(batch[proj.key], t, batch)
 
 
 def _combine_known(batch, processes, known, level, generator):
@@ -77,6 +97,7 @@ def sample(
     snr: float = 0.2,
     known: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     template: dict[str, torch.Tensor] | None = None,
+    projections: Sequence[Projection] = (),
     generator: Generator = None,
     progress: bool = False,
     desc: str = "sampling",
@@ -91,6 +112,9 @@ def sample(
     known = known or {}
     if len(schedule) < 2 or schedule[-1] != -1:
         raise ValueError("a schedule must end at level -1 (the clean data)")
+    missing = {proj.key for proj in projections} - {proc.key for proc in processes}
+    if missing:
+        raise ValueError(f"projections on {sorted(missing)}, which no process generates")
     batch = dict(batch)
     start = schedule[0]
     template = template or {}
@@ -117,6 +141,7 @@ def sample(
             for proc in processes:
                 batch[proc.key] = proc.predictor_step(batch[proc.key], scores[proc.key], level, batch, generator=generator)
             _combine_known(batch, processes, known, nxt, generator)
+            _project(batch, processes, projections, nxt)
         elif nxt == level + 1:
             for proc in processes:
                 batch[proc.key] = proc.forward_step(batch[proc.key], level, batch, generator=generator)

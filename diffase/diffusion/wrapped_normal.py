@@ -126,8 +126,9 @@ class WrappedNormalProcess:
         return torch.remainder(f0 + d, 1.0), target
 
     @staticmethod
-    def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Mean squared error of the normalised score (DiffCSP's lambda_t-weighted score matching)."""
+    def loss(output: torch.Tensor, target: torch.Tensor, *_) -> torch.Tensor:
+        """Mean squared error of the normalised score (DiffCSP's lambda_t-weighted score matching; further
+        arguments, ``x_t`` and steps, are not needed)."""
         return ((output - target) ** 2).mean()
 
     # --- sampling ---------------------------------------------------------------------------------

@@ -1,9 +1,13 @@
-"""The joint (atom types A, fractional coordinates X, lattice L) generator: network + three processes.
+"""The joint generator: one network + a registry of generated fields (atom types A, fractional coordinates X,
+lattice L, and optional per-site descriptors such as Bader charges).
 
 ``JointModel`` samples whole crystals with the shared predictor-corrector loop
-(:func:`diffase.diffusion.sampler.sample`): absorbing D3PM on types, wrapped normal on fractional
-coordinates, DDPM on the lattice, one network (:class:`~diffase.nn.joint_denoiser.JointDenoiser`) for all
-three, classifier-free guidance folded into the score function (:mod:`diffase.diffusion.guidance`).
+(:func:`diffase.diffusion.sampler.sample`), driving the processes of its fields
+(:class:`~diffase.diffusion.field_registry.FieldRegistry`, see :mod:`diffase.generators.joint_fields`):
+absorbing D3PM on types, wrapped normal on fractional coordinates, DDPM on the lattice and on descriptor
+fields, with the fields' per-step projections (charge neutrality); one network
+(:class:`~diffase.nn.joint_denoiser.JointDenoiser`) for all of them, classifier-free guidance folded into the
+score function (:mod:`diffase.diffusion.guidance`). The checkpoint records the fields.
 
 * ``sample(n, ...)``: de novo crystals; the number of atoms is drawn from the training distribution or
   given; conditions (``{"band_gap": 2.0}``) with one ``guidance_scale`` (default 1 = conditional when a
@@ -14,8 +18,10 @@ three, classifier-free guidance folded into the score function (:mod:`diffase.di
 * ``generate(n, path, ...)``: ``sample`` streamed to an extxyz file batch by batch, resumable.
 
 Every method yields one list of records per batch (``atomic_numbers``, ``pos`` Angstrom, ``cell``,
-``frac_coords``, ``valid``): a crystal in which a mask token is left is returned with ``valid=False`` and
-atomic number 0 at the masked sites (never a made-up element); :func:`diffase.data.structures.record_to_structure` refuses it.
+``frac_coords``, ``valid``, plus each descriptor field, e.g. ``bader_charge`` (n,) e): a crystal in which a
+mask token is left is returned with ``valid=False`` and atomic number 0 at the masked sites (never a made-up
+element); :func:`diffase.data.structures.record_to_structure` refuses it, and puts descriptors into
+``site_properties``.
 """
 
 from __future__ import annotations
@@ -30,13 +36,21 @@ from pymatgen.core import Element
 
 from diffase.data import fields as F
 from diffase.data.batch import collate, split, to_device
-from diffase.data.structures import check_elements, record_to_structure, structure_to_record, to_structure
-from diffase.diffusion.d3pm import AbsorbingD3PM
-from diffase.diffusion.ddpm import LatticeDDPM
+from diffase.data.structures import (
+    check_elements,
+    record_to_structure,
+    structure_to_record,
+    to_structure,
+)
+from diffase.diffusion.field_registry import FieldRegistry
 from diffase.diffusion.guidance import guided_score_fn
 from diffase.diffusion.sampler import sample
-from diffase.diffusion.schedules import level_timestep, monotone_schedule
-from diffase.diffusion.wrapped_normal import WrappedNormalProcess
+from diffase.diffusion.schedules import monotone_schedule
+from diffase.generators.joint_fields import (
+    STRUCTURE_FIELDS,
+    descriptor_row_shapes,
+    fields_from_checkpoint,
+)
 from diffase.nn.conditioning import ConditionSpec
 from diffase.nn.joint_denoiser import JointDenoiser, JointDenoiserConfig
 from diffase.runtime import make_generator, resolve_device
@@ -60,11 +74,12 @@ def encode_records(records: Sequence[dict], elements: Sequence[int]) -> list[dic
 
 def make_batch(records: Sequence[dict], conditions: dict[str, np.ndarray] | None = None,
                dtype: torch.dtype = torch.float32) -> dict:
-    """Collate encoded records into a batch; ``conditions`` maps a name to per-crystal values (B,) or (B, d)."""
+    """Collate encoded records into a batch (every float field in ``dtype``); ``conditions`` maps a name to
+    per-crystal values (B,) or (B, d)."""
     batch = collate(records, dtype=dtype)
-    batch[F.FRAC_COORDS] = batch[F.FRAC_COORDS].to(dtype)
-    if F.NODE_COND in batch:
-        batch[F.NODE_COND] = batch[F.NODE_COND].to(dtype)
+    for key, value in batch.items():
+        if value.is_floating_point():
+            batch[key] = value.to(dtype)
     for name, values in (conditions or {}).items():
         batch[F.condition_key(name)] = torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=dtype)
     return batch
@@ -78,13 +93,14 @@ def decode_tokens(tokens: np.ndarray, elements: Sequence[int]) -> tuple[np.ndarr
     return table[np.clip(tokens, 0, len(elements))], valid
 
 
-def make_checkpoint(net: JointDenoiser, processes: dict, elements: Sequence[int], num_atoms_counts: Sequence[int],
-                    **extra) -> dict:
-    """Checkpoint dict: weights, architecture, processes, element vocabulary, atom-count histogram, ``extra``."""
+def make_checkpoint(net: JointDenoiser, fields: FieldRegistry, elements: Sequence[int],
+                    num_atoms_counts: Sequence[int], **extra) -> dict:
+    """Checkpoint dict: weights, architecture, fields (processes, loss weights, projections), element
+    vocabulary, atom-count histogram, ``extra``."""
     return {
         "kind": CHECKPOINT_KIND,
         "model_config": net.config.to_dict(),
-        "processes": {name: p.to_dict() for name, p in processes.items()},
+        "fields": fields.to_list(),
         "elements": [int(z) for z in elements],
         "num_atoms_counts": [int(c) for c in num_atoms_counts],
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
@@ -92,19 +108,20 @@ def make_checkpoint(net: JointDenoiser, processes: dict, elements: Sequence[int]
     }
 
 
-def default_processes(num_elements: int) -> dict:
-    """The three processes with the papers' settings (T = 1000 training steps)."""
-    return {"types": AbsorbingD3PM(num_elements), "coords": WrappedNormalProcess(), "lattice": LatticeDDPM()}
-
-
 class JointModel:
-    """A joint denoiser, its processes, element vocabulary and atom-count distribution, on one device."""
+    """A joint denoiser, its generated fields, element vocabulary and atom-count distribution, on one device."""
 
-    def __init__(self, net: JointDenoiser, processes: dict, elements: Sequence[int], num_atoms_counts: Sequence[int],
-                 device: str | torch.device = "auto", meta: dict | None = None):
+    def __init__(self, net: JointDenoiser, fields: FieldRegistry, elements: Sequence[int],
+                 num_atoms_counts: Sequence[int], device: str | torch.device = "auto", meta: dict | None = None):
+        if tuple(fields.names[:3]) != STRUCTURE_FIELDS:
+            raise ValueError(f"a joint model generates {', '.join(STRUCTURE_FIELDS)} first; got {fields.names}")
+        heads = descriptor_row_shapes(fields)
+        if heads != {k: list(v) for k, v in net.config.node_fields.items()}:
+            raise ValueError(f"the network's extra node fields {net.config.node_fields} do not match the model's "
+                             f"descriptor fields {heads}")
         self.device = resolve_device(device)
         self.net = net.to(self.device).eval()
-        self.processes = processes
+        self.fields = fields
         self.elements = [int(z) for z in elements]
         self.num_atoms_counts = [int(c) for c in num_atoms_counts]
         self.meta = meta or {}
@@ -118,15 +135,17 @@ class JointModel:
             raise ValueError(f"checkpoint kind {ckpt.get('kind')!r} is not a joint model ({CHECKPOINT_KIND})")
         net = JointDenoiser(JointDenoiserConfig(**ckpt["model_config"]))
         net.load_state_dict(ckpt["state_dict"])
-        p = ckpt["processes"]
-        processes = {"types": AbsorbingD3PM(**p["types"]), "coords": WrappedNormalProcess(**p["coords"]),
-                     "lattice": LatticeDDPM(**p["lattice"])}
-        skip = ("state_dict", "model_config", "processes", "elements", "num_atoms_counts")
+        skip = ("state_dict", "model_config", "processes", "fields", "elements", "num_atoms_counts")
         meta = {k: v for k, v in ckpt.items() if k not in skip}
-        return cls(net, processes, ckpt["elements"], ckpt["num_atoms_counts"], device, meta)
+        return cls(net, fields_from_checkpoint(ckpt), ckpt["elements"], ckpt["num_atoms_counts"], device, meta)
 
     def to_checkpoint(self, **extra) -> dict:
-        return make_checkpoint(self.net, self.processes, self.elements, self.num_atoms_counts, **extra)
+        return make_checkpoint(self.net, self.fields, self.elements, self.num_atoms_counts, **extra)
+
+    @property
+    def descriptor_keys(self) -> list[str]:
+        """Batch keys of the generated fields beyond the structure (e.g. ``["bader_charge"]``)."""
+        return [f.key for f in self.fields if f.name not in STRUCTURE_FIELDS]
 
     @property
     def condition_specs(self) -> dict[str, ConditionSpec]:
@@ -162,39 +181,34 @@ class JointModel:
         return out
 
     # --- score ----------------------------------------------------------------------------------------
-    def model_fn(self, processes: dict):
-        """``(batch, level) -> network outputs`` at the time of ``level`` under ``processes``' level grid."""
-        types = processes["types"]
+    def model_fn(self, fields: FieldRegistry):
+        """``(batch, level) -> network outputs`` at the time of ``level`` under ``fields``' level grid."""
 
         @torch.no_grad()
         def fn(batch: dict, level: int) -> dict:
-            t = level_timestep(level, types.num_levels, types.num_steps) / types.num_steps
+            t = fields.time_at(level)
             n_graph = batch[F.NUM_ATOMS].shape[0]
             batch = {**batch, F.TIME: torch.full((n_graph,), t, dtype=batch[F.CELL].dtype, device=self.device)}
             return self.net(batch)
 
         return fn
 
-    def _processes(self, num_levels: int | None) -> dict:
-        if num_levels is None:
-            return self.processes
-        return {name: type(p)(**{**p.to_dict(), "num_levels": num_levels}) for name, p in self.processes.items()}
-
     # --- sampling -------------------------------------------------------------------------------------
-    def _run(self, chunk, conditions, guidance_scale, processes, schedule, known_masks, template, n_corrector,
+    def _run(self, chunk, conditions, guidance_scale, fields, schedule, known_masks, template, n_corrector,
              generator, progress, desc) -> list[dict]:
         dtype = next(self.net.parameters()).dtype
         batch = to_device(make_batch(chunk, conditions, dtype=dtype), self.device)
-        score_fn = guided_score_fn(self.model_fn(processes), guidance_scale)
-        order = [processes["types"], processes["coords"], processes["lattice"]]
+        score_fn = guided_score_fn(self.model_fn(fields), guidance_scale)
         known = {key: (mask.to(self.device), batch[key].clone()) for key, mask in known_masks.items()}
         tmpl = {key: batch[key].clone() for key in template}
-        out = sample(score_fn, batch, order, schedule, n_corrector=n_corrector, known=known, template=tmpl,
-                     generator=generator, progress=progress, desc=desc)
+        out = sample(score_fn, batch, fields.processes, schedule, n_corrector=n_corrector, known=known,
+                     template=tmpl, projections=fields.projections, generator=generator, progress=progress,
+                     desc=desc)
         return self._to_records(out)
 
     def _to_records(self, out: dict) -> list[dict]:
-        keep = {k: out[k] for k in (F.TYPE_TOKENS, F.FRAC_COORDS, F.CELL, F.NUM_ATOMS, F.BATCH)}
+        keys = (F.TYPE_TOKENS, F.FRAC_COORDS, F.CELL, F.NUM_ATOMS, F.BATCH, *self.descriptor_keys)
+        keep = {k: out[k] for k in keys}
         records = []
         for rec in split(keep):
             cell = rec[F.CELL].astype(np.float64)
@@ -204,7 +218,7 @@ class JointModel:
             frac = np.mod(frac, 1.0)
             z, valid = decode_tokens(rec[F.TYPE_TOKENS], self.elements)
             records.append({F.ATOMIC_NUMBERS: z, F.FRAC_COORDS: frac, F.POSITIONS: frac @ cell, F.CELL: cell,
-                            "valid": valid})
+                            "valid": valid, **{k: rec[k].astype(np.float64) for k in self.descriptor_keys}})
         return records
 
     def _check_guidance(self, conditions, guidance_scale) -> float:
@@ -222,16 +236,16 @@ class JointModel:
 
         ``num_atoms``: one count for all, a list of n counts, or None (drawn from the training distribution).
         ``conditions``: ``{name: value}`` for the model's conditions; ``guidance_scale`` defaults to 1
-        (conditional) when conditions are given, 0 otherwise. ``num_levels`` < 1000 respaces all three
-        processes (fewer network calls). Batch b draws from its own seed (``seed``, b), so ``start_batch``
+        (conditional) when conditions are given, 0 otherwise. ``num_levels`` < 1000 respaces all the
+        fields' processes (fewer network calls). Batch b draws from its own seed (``seed``, b), so ``start_batch``
         resumes an interrupted run with the same crystals.
         """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         scale = self._check_guidance(conditions, guidance_scale)
         counts = self._num_atoms(n, num_atoms, seed)
-        processes = self._processes(num_levels)
-        schedule = monotone_schedule(processes["types"].num_levels)
+        fields = self.fields.respaced(num_levels)
+        schedule = monotone_schedule(fields.num_levels)
         for b, lo in enumerate(range(0, n, batch_size)):
             if b < start_batch:
                 continue
@@ -239,7 +253,7 @@ class JointModel:
                       F.CELL: np.eye(3), F.FRAC_COORDS: np.zeros((c, 3)), F.TYPE_TOKENS: np.zeros(c, dtype=np.int64)}
                      for c in counts[lo : lo + batch_size]]
             conds = self.condition_values(conditions, len(chunk)) if conditions else None
-            yield self._run(chunk, conds, scale, processes, schedule, {}, (), n_corrector,
+            yield self._run(chunk, conds, scale, fields, schedule, {}, (), n_corrector,
                             self._batch_generator(seed, b), progress,
                             f"crystals {lo + 1}-{lo + len(chunk)} of {n}")
 
@@ -252,7 +266,8 @@ class JointModel:
         """Generate from given crystals (``Structure``/``Atoms``), each taken in its Niggli-reduced cell (same
         crystal, same site order: the cell the model was trained on, whatever cell the input uses).
 
-        ``t_start`` in (0, 1]: start from the crystals noised to that time (a template) instead of the prior.
+        ``t_start`` in (0, 1]: start from the crystals noised to that time (a template) instead of the prior;
+        descriptor fields (e.g. Bader charges) are not taken from the input and start from their prior.
         ``fix_lattice``: keep every cell; ``fix_types`` / ``fix_coords``: True (all atoms) or one bool array per
         crystal (atoms in the input order of the reduced structure) whose entries end exactly as given.
         ``node_conditions``: per-atom conditions of a model trained with them, one (n_atoms, d) array per
@@ -269,8 +284,8 @@ class JointModel:
         if node_conditions is not None:
             for rec, values in zip(records, self._node_condition_arrays(node_conditions, records), strict=True):
                 rec[F.NODE_COND] = values
-        processes = self._processes(num_levels)
-        n_lev = processes["types"].num_levels
+        fields = self.fields.respaced(num_levels)
+        n_lev = fields.num_levels
         start = n_lev - 1 if t_start is None else max(0, round(t_start * n_lev) - 1)
         schedule = list(range(start, -2, -1))
         fixes = {F.TYPE_TOKENS: fix_types, F.FRAC_COORDS: fix_coords}
@@ -289,7 +304,7 @@ class JointModel:
                 masks[F.CELL] = torch.ones(len(chunk), dtype=torch.bool)
             template = (F.TYPE_TOKENS, F.FRAC_COORDS, F.CELL) if t_start is not None else ()
             conds = self.condition_values(conditions, len(chunk)) if conditions else None
-            yield self._run(chunk, conds, scale, processes, schedule, masks, template, n_corrector,
+            yield self._run(chunk, conds, scale, fields, schedule, masks, template, n_corrector,
                             self._batch_generator(seed, b), progress,
                             f"crystals {lo + 1}-{lo + len(chunk)} of {len(records)}")
 

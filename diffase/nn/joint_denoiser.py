@@ -2,15 +2,20 @@
 
 Input: a batch with ``type_tokens`` (n,) (0..K-1 elements, K = mask), ``frac_coords`` (n, 3), ``cell``
 (B, 3, 3) Angstrom (rows = vectors), ``t`` (B,) diffusion time in [0, 1], ``batch``, ``num_atoms``, optional
-``node_cond`` (n, d) and graph conditions ``cond:<name>``. Output: ``{type_tokens: (n, K) logits of the
-clean type, frac_coords: (n, 3) normalised score, cell: (B, 3, 3) predicted lattice noise}``.
+``node_cond`` (n, d), graph conditions ``cond:<name>`` and the noisy values of extra generated node fields
+(``node_fields``, e.g. ``bader_charge`` (n,)). Output: ``{type_tokens: (n, K) logits of the clean type,
+frac_coords: (n, 3) normalised score, cell: (B, 3, 3) predicted lattice noise}`` plus, per extra node field,
+its predicted noise in the field's shape.
 
 Architecture: every pair of atoms of a crystal (self-pairs included) exchanges a message built from both
 atoms' features, Fourier features ``sin/cos(2 pi k df)``, k = 1..``num_freqs``, of the fractional difference
 ``df = f_j - f_i``, and the lattice inner products ``L L^T`` (6 numbers, Angstrom^2 / 36). Messages are
 averaged per atom, and a residual MLP updates the atom (``num_layers`` layers of width ``hidden``, pre-norm).
 Heads: linear per atom for types and coordinates; per crystal, the mean atom feature gives a 3x3 matrix M
-and the lattice output is ``M L`` (equivariant: rotating the cell rotates it the same way).
+and the lattice output is ``M L`` (equivariant: rotating the cell rotates it the same way). Each extra node
+field (``node_fields``: batch key -> row shape, ``[]`` for one number per atom) enters the atom embedding by a
+linear map of its noisy value and leaves by a linear head per atom (invariant scalars, so the symmetries
+below hold for it too).
 
 Symmetry, by construction: invariant to rotations/reflections of the Cartesian frame (only ``L L^T``
 enters), to translations of fractional coordinates and integer image shifts (only periodic functions of
@@ -56,6 +61,7 @@ class JointDenoiserConfig:
     time_dim: int = 128
     node_cond_dim: int = 0
     conditions: list = field(default_factory=list)  #: ConditionSpec dicts
+    node_fields: dict = field(default_factory=dict)  #: extra generated node fields: batch key -> row shape (list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,6 +118,8 @@ class JointDenoiser(nn.Module):
         self.type_head = nn.Linear(c.hidden, c.num_elements)
         self.coord_head = nn.Linear(c.hidden, 3)
         self.lattice_head = nn.Linear(c.hidden, 9)
+        self.field_inputs = nn.ModuleDict({k: nn.Linear(math.prod(s), c.hidden) for k, s in c.node_fields.items()})
+        self.field_heads = nn.ModuleDict({k: nn.Linear(c.hidden, math.prod(s)) for k, s in c.node_fields.items()})
         self.register_buffer("freqs", 2 * math.pi * torch.arange(1, c.num_freqs + 1, dtype=torch.float32),
                              persistent=False)
 
@@ -124,6 +132,8 @@ class JointDenoiser(nn.Module):
         h = self.type_embedding(tokens) + self.time_mlp(temb)[graph]
         if self.node_cond is not None:
             h = h + self.node_cond(batch.get(F.NODE_COND), tokens.shape[0], frac)
+        for key, embed in self.field_inputs.items():
+            h = h + embed(batch[key].to(frac.dtype).reshape(tokens.shape[0], -1))
 
         edge_i, edge_j = all_pairs(num_atoms)
         args = (frac[edge_j] - frac[edge_i]).unsqueeze(-1) * self.freqs.to(frac.dtype)  # (E, 3, k)
@@ -136,4 +146,7 @@ class JointDenoiser(nn.Module):
         h = self.out_norm(h)
         pooled = _mean_over(h, graph, n_graph)
         lattice = self.lattice_head(pooled).view(n_graph, 3, 3) @ cell
-        return {F.TYPE_TOKENS: self.type_head(h), F.FRAC_COORDS: self.coord_head(h), F.CELL: lattice}
+        out = {F.TYPE_TOKENS: self.type_head(h), F.FRAC_COORDS: self.coord_head(h), F.CELL: lattice}
+        for key, head in self.field_heads.items():
+            out[key] = head(h).reshape(tokens.shape[0], *self.config.node_fields[key])
+        return out

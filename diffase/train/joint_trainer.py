@@ -1,7 +1,10 @@
-"""Training of the joint (types, fractional coordinates, lattice) model, resumable, on one device.
+"""Training of the joint model over its registry of generated fields, resumable, on one device.
 
-Loss per batch (one diffusion step t ~ U{1..T} per crystal, shared by its three fields, as in DiffCSP):
-``w_A * D3PM hybrid loss + w_X * wrapped-normal score matching + w_L * lattice noise MSE``.
+Loss per batch (one diffusion step t ~ U{1..T} per crystal, shared by all its fields, as in DiffCSP): the sum
+over the model's fields (:mod:`diffase.generators.joint_fields`) of ``loss_weight * process loss``:
+``w_A * D3PM hybrid loss + w_X * wrapped-normal score matching + w_L * lattice noise MSE`` for the structure,
+plus e.g. ``w_q * Bader-charge noise MSE`` for a descriptor field (``descriptor_fields``). Descriptor labels come
+from an electronic label folder (:func:`descriptor_records`); crystals without them are skipped and counted.
 Classifier-free guidance training: all conditions of a crystal are dropped together (set to "not given")
 with probability ``p_uncond`` (0.2), the case guided sampling calls; ``p_drop_each`` (default 0) also drops
 each condition on its own (:func:`diffase.diffusion.guidance.training_dropout`). A crystal whose label is
@@ -14,6 +17,7 @@ chemical system). The loop itself (EMA, checkpoints, resume, time box) is :func:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,13 +29,15 @@ import torch
 from diffase.data import fields as F
 from diffase.data.batch import to_device
 from diffase.data.dataset import load_records
+from diffase.data.descriptor_records import load_descriptor_records
 from diffase.data.structures import record_to_structure
+from diffase.diffusion.field_registry import FieldRegistry
 from diffase.diffusion.guidance import training_dropout
-from diffase.generators.joint import (
-    default_processes,
-    encode_records,
-    make_batch,
-    make_checkpoint,
+from diffase.generators.joint import encode_records, make_batch, make_checkpoint
+from diffase.generators.joint_fields import (
+    descriptor_fields,
+    descriptor_row_shapes,
+    structure_fields,
 )
 from diffase.nn.conditioning import ConditionSpec
 from diffase.nn.joint_denoiser import JointDenoiser, JointDenoiserConfig
@@ -51,6 +57,7 @@ class JointTrainConfig(LoopConfig):
     weight_types: float = 1.0
     weight_coords: float = 1.0
     weight_lattice: float = 1.0
+    descriptor_fields: dict = field(default_factory=dict)  #: descriptor field name -> loss weight ({"bader_charge": 1})
     max_val: int | None = 1000  #: validation crystals (first N)
     conditions: list = field(default_factory=list)  #: condition names (label columns or COMPUTED_CONDITIONS)
 
@@ -96,32 +103,26 @@ def condition_arrays(names: Sequence[str], records: Sequence[dict], ids: Sequenc
     return values, specs
 
 
-def joint_loss(net: JointDenoiser, processes: dict, items: Sequence[dict], *, p_uncond: float,
-               weights: tuple[float, float, float], p_each: float = 0.0, generator: torch.Generator | None = None
-               ) -> tuple[torch.Tensor, dict]:
-    """Noise a batch of encoded items (``record`` + ``cond`` dicts) at random steps; return the loss and parts."""
+def joint_loss(net: JointDenoiser, fields: FieldRegistry, items: Sequence[dict], *, p_uncond: float,
+               p_each: float = 0.0, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+    """Noise a batch of encoded items (``record`` + ``cond`` dicts) at random steps, one per crystal shared by
+    all ``fields``; return ``sum(loss_weight * loss)`` and the unweighted loss of each field by name."""
     device = next(net.parameters()).device
     names = list(items[0]["cond"])
     conds = {name: np.stack([it["cond"][name] for it in items]) for name in names}
     batch = to_device(make_batch([it["record"] for it in items], conds), device)
-    types, coords, lattice = processes["types"], processes["coords"], processes["lattice"]
-    n_graph, graph = batch[F.NUM_ATOMS].shape[0], batch[F.BATCH]
-    steps = torch.randint(1, types.num_steps + 1, (n_graph,), generator=generator, device=device)
+    n_graph = batch[F.NUM_ATOMS].shape[0]
+    steps = torch.randint(1, fields.num_steps + 1, (n_graph,), generator=generator, device=device)
     batch = training_dropout(batch, p_uncond=p_uncond, p_each=p_each, generator=generator)
-    x0_types = batch[F.TYPE_TOKENS]
-    noisy = dict(batch)
-    noisy[F.TYPE_TOKENS] = types.corrupt(x0_types, steps[graph], generator=generator)
-    noisy[F.FRAC_COORDS], coord_target = coords.corrupt(batch[F.FRAC_COORDS], steps[graph],
-                                                        generator=generator)
-    noisy[F.CELL], lattice_target = lattice.corrupt(batch[F.CELL], steps, generator=generator)
-    noisy[F.TIME] = (steps / types.num_steps).to(batch[F.CELL].dtype)
+    noisy, targets = dict(batch), {}
+    for f in fields:
+        t_rows = f.step_rows(steps, batch)
+        noisy[f.key], target = f.corrupt(batch[f.key], t_rows, generator=generator)
+        targets[f.name] = (target, t_rows)
+    noisy[F.TIME] = (steps / fields.num_steps).to(batch[F.CELL].dtype)
     out = net(noisy)
-    parts = {
-        "types": types.loss(out[F.TYPE_TOKENS], x0_types, noisy[F.TYPE_TOKENS], steps[graph]),
-        "coords": coords.loss(out[F.FRAC_COORDS], coord_target),
-        "lattice": lattice.loss(out[F.CELL], lattice_target),
-    }
-    total = weights[0] * parts["types"] + weights[1] * parts["coords"] + weights[2] * parts["lattice"]
+    parts = {f.name: f.loss(out[f.key], targets[f.name][0], noisy[f.key], targets[f.name][1]) for f in fields}
+    total = sum(f.loss_weight * parts[f.name] for f in fields)
     return total, {k: v.detach() for k, v in parts.items()}
 
 
@@ -148,13 +149,27 @@ def train_joint_model(
 
     ``model_config``: :class:`JointDenoiserConfig` fields except ``num_elements`` and ``conditions`` (set
     from the data and ``config.conditions``). ``labels``: a CSV with ``material_id`` and label columns.
+    With ``config.descriptor_fields`` (e.g. ``{"bader_charge": 1.0}``) ``train_source`` and ``val_source`` are
+    electronic label folders (:func:`~diffase.data.descriptor_records.load_descriptor_records`): files without
+    the descriptors are skipped with a warning that counts them; a folder with none of them is an error.
     Re-running with the same ``out_dir`` resumes from its ``last.pt`` (model settings come from there).
     """
     config = config or JointTrainConfig()
     dev = resolve_device(device)
     threads = configure_threads(num_threads) if dev.type == "cpu" else None
-    train_records, train_ids = load_records(train_source, limit=limit_train)
-    val_records, val_ids = load_records(val_source, limit=config.max_val)
+    descriptors = descriptor_fields(config.descriptor_fields)
+    keys = [f.key for f in descriptors]
+    skipped = val_skipped = 0
+    if keys:
+        train_records, train_ids, skipped = load_descriptor_records(train_source, keys, limit=limit_train)
+        val_records, val_ids, val_skipped = load_descriptor_records(val_source, keys, limit=config.max_val)
+        if skipped or val_skipped:
+            warnings.warn(f"skipped {skipped} training and {val_skipped} validation label files without "
+                          f"{', '.join(keys)} at every site (version-1 labels carry no Bader charges); training on "
+                          f"{len(train_records)}, validating on {len(val_records)}", stacklevel=2)
+    else:
+        train_records, train_ids = load_records(train_source, limit=limit_train)
+        val_records, val_ids = load_records(val_source, limit=config.max_val)
     elements = sorted({int(z) for r in train_records for z in r[F.ATOMIC_NUMBERS]})
     val_keep = [i for i, r in enumerate(val_records) if set(r[F.ATOMIC_NUMBERS].tolist()) <= set(elements)]
     if not val_keep:
@@ -166,26 +181,28 @@ def train_joint_model(
     train_items, specs = _items(train_records, train_ids, elements, config.conditions, labels)
     val_items, _ = _items(val_records, val_ids, elements, config.conditions, labels)
     state = read_resume_state(out_dir)
+    weights = (config.weight_types, config.weight_coords, config.weight_lattice)
+    fields = FieldRegistry(structure_fields(len(elements), weights) + descriptors)
     net_config = JointDenoiserConfig(**state["model_config"]) if state is not None else JointDenoiserConfig(
-        num_elements=len(elements), conditions=[s.to_dict() for s in specs], **(model_config or {}))
-    processes = default_processes(len(elements))
+        num_elements=len(elements), conditions=[s.to_dict() for s in specs],
+        node_fields=descriptor_row_shapes(fields), **(model_config or {}))
     torch.manual_seed(config.seed)  # the initial weights of a fresh run
     net = JointDenoiser(net_config).to(dev)
-    weights = (config.weight_types, config.weight_coords, config.weight_lattice)
 
     def loss_fn(model, items, generator):
-        return joint_loss(model, processes, items, p_uncond=config.p_uncond, p_each=config.p_drop_each,
-                          weights=weights, generator=generator)
+        return joint_loss(model, fields, items, p_uncond=config.p_uncond, p_each=config.p_drop_each,
+                          generator=generator)
 
     def checkpoint_fn(model, **extra):
-        return make_checkpoint(model, processes, elements, counts, **extra)
+        return make_checkpoint(model, fields, elements, counts, **extra)
 
     meta = {
         "data": str(train_source), "val_data": str(val_source), "labels": str(labels) if labels else None,
         "n_train": len(train_items), "n_val": len(val_items),
+        "skipped_without_descriptors": {"train": skipped, "val": val_skipped},
         "n_parameters": sum(p.numel() for p in net.parameters()),
         "hardware": hardware_info(dev, threads),
-        "objective": asdict(config) | {"processes": {k: p.to_dict() for k, p in processes.items()}},
+        "objective": asdict(config) | {"fields": fields.to_list()},
     }
     return train_loop(net, train_items, val_items, loss_fn, checkpoint_fn, out_dir, config, device=dev,
                       state=state, meta=meta, progress=progress)

@@ -1,0 +1,75 @@
+"""The fields a joint model can generate: the structure (A/X/L) and per-site descriptors, as registry entries.
+
+Every joint model generates atom types (``"types"``: absorbing D3PM on ``type_tokens``), fractional
+coordinates (``"coords"``: wrapped normal on ``frac_coords``) and the lattice (``"lattice"``: DDPM on
+``cell``), with the papers' settings (T = 1000 training steps). Descriptor fields add to these
+(:data:`DESCRIPTOR_FIELDS`); a model's fields are a :class:`~diffase.diffusion.field_registry.FieldRegistry`
+stored in its checkpoint.
+
+* ``"bader_charge"``: the Bader charge of every site, e (positive = electron loss), diffused with a DDPM
+  beside A/X/L (Okuda, Takahara & Mizoguchi 2026), sampled under progressive charge neutrality
+  (:class:`~diffase.diffusion.constraints.ChargeNeutrality`), so each generated crystal has zero total charge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from diffase.data import fields as F
+from diffase.diffusion.constraints import ChargeNeutrality
+from diffase.diffusion.d3pm import AbsorbingD3PM
+from diffase.diffusion.ddpm import DDPM, LatticeDDPM
+from diffase.diffusion.field_registry import DiffusedField, FieldRegistry
+from diffase.diffusion.wrapped_normal import WrappedNormalProcess
+
+#: Names of the three structure fields, in sampling order.
+STRUCTURE_FIELDS = ("types", "coords", "lattice")
+
+
+def structure_fields(num_elements: int, weights: Sequence[float] = (1.0, 1.0, 1.0)) -> list[DiffusedField]:
+    """Types, coordinates and lattice over ``num_elements`` element tokens, with loss ``weights`` (A, X, L)."""
+    processes = (AbsorbingD3PM(num_elements), WrappedNormalProcess(), LatticeDDPM())
+    return [DiffusedField(name, proc, float(w)) for name, proc, w in zip(STRUCTURE_FIELDS, processes, weights, strict=True)]
+
+
+def bader_field(loss_weight: float = 1.0, neutrality_power: float = 1.0) -> DiffusedField:
+    """Per-site Bader charges (n_atoms,) e: DDPM, charge neutrality with strength ``(1 - t)^neutrality_power``."""
+    return DiffusedField("bader_charge", DDPM(key=F.BADER_CHARGE), loss_weight,
+                         ChargeNeutrality(F.BADER_CHARGE, neutrality_power))
+
+
+#: Descriptor fields by name: a function of the loss weight returning the field.
+DESCRIPTOR_FIELDS = {"bader_charge": bader_field}
+
+
+def descriptor_fields(weights: dict[str, float] | None) -> list[DiffusedField]:
+    """The fields named in :data:`DESCRIPTOR_FIELDS`, each with its loss weight (``{"bader_charge": 1.0}``)."""
+    unknown = sorted(set(weights or {}) - set(DESCRIPTOR_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown descriptor field(s) {unknown}; known: {', '.join(DESCRIPTOR_FIELDS)}")
+    return [DESCRIPTOR_FIELDS[name](float(w)) for name, w in (weights or {}).items()]
+
+
+def joint_fields(num_elements: int, weights: Sequence[float] = (1.0, 1.0, 1.0),
+                 descriptors: dict[str, float] | None = None) -> FieldRegistry:
+    """A/X/L with loss ``weights`` plus the :func:`descriptor_fields` of ``descriptors``."""
+    return FieldRegistry(structure_fields(num_elements, weights) + descriptor_fields(descriptors))
+
+
+def descriptor_row_shapes(fields: FieldRegistry) -> dict[str, list[int]]:
+    """The denoiser's ``node_fields`` for ``fields``: batch key -> row shape of every non-structure field."""
+    extra = [f for f in fields if f.name not in STRUCTURE_FIELDS]
+    if any(f.kind != "node" for f in extra):
+        raise ValueError("the joint denoiser has heads for extra node fields only; graph and grid fields need "
+                         "their own encoder and head")
+    return {f.key: list(getattr(f.process, "row_shape", ())) for f in extra}
+
+
+def fields_from_checkpoint(ckpt: dict) -> FieldRegistry:
+    """A checkpoint's fields: its ``fields`` list, or for checkpoints written before the field registry
+    (``joint-mp20``) its three ``processes`` as types / coords / lattice with loss weight 1."""
+    if "fields" in ckpt:
+        return FieldRegistry.from_list(ckpt["fields"])
+    p = ckpt["processes"]
+    classes = (AbsorbingD3PM, WrappedNormalProcess, LatticeDDPM)
+    return FieldRegistry([DiffusedField(name, cls(**p[name])) for name, cls in zip(STRUCTURE_FIELDS, classes)])
