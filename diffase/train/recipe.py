@@ -11,9 +11,11 @@ A recipe is a JSON object with these keys (all but ``model`` optional):
   ``labels``: label CSV of a conditional joint model;
 * ``model_config``: the network's settings (score: :class:`~diffase.nn.score_net.ScoreNetConfig` except
   ``avg_num_neighbors``, which is measured on the data; joint: :class:`~diffase.nn.joint_denoiser.JointDenoiserConfig`
-  except ``num_elements`` and ``conditions``, which come from the data and ``config.conditions``);
+  except ``num_elements``, ``conditions`` and ``node_fields``, which come from the data, ``config.conditions`` and
+  ``config.descriptor_fields``);
 * ``process``: the score model's :class:`~diffase.diffusion.ve.VEProcess` settings (the joint model's
-  processes are fixed by :func:`~diffase.generators.joint.default_processes`);
+  fields and processes are :func:`~diffase.generators.joint_fields.joint_fields`: A/X/L plus
+  ``config.descriptor_fields``, loss weights from ``config``);
 * ``config``: the loop settings (:class:`~diffase.train.score_trainer.TrainConfig` or
   :class:`~diffase.train.joint_trainer.JointTrainConfig`);
 * ``about``: free text (where the recipe comes from).
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 #: Network settings a recipe must not give: the trainer sets them from the data.
-_FROM_DATA = {"score": {"avg_num_neighbors"}, "joint": {"num_elements", "conditions"},
+_FROM_DATA = {"score": {"avg_num_neighbors"}, "joint": {"num_elements", "conditions", "node_fields"},
               "site-labels": {"avg_num_neighbors", "dos_points"}}
 
 
