@@ -73,6 +73,18 @@ def read_checkpoint(name: str | os.PathLike) -> dict:
     return ckpt
 
 
+def network_from_checkpoint(ckpt: dict, kind: str, net_class, config_class, *, keep_out: tuple[str, ...] = ()):
+    """The network of a checkpoint dict of kind ``kind`` (``ValueError`` otherwise): ``net_class(config_class(
+    **ckpt["model_config"]))`` with its ``state_dict`` loaded, and the checkpoint's other entries (``meta``) but
+    the weights, the config and ``keep_out``."""
+    if ckpt.get("kind") != kind:
+        raise ValueError(f"checkpoint kind {ckpt.get('kind')!r} is not {kind!r} ({net_class.__name__})")
+    net = net_class(config_class(**ckpt["model_config"]))
+    net.load_state_dict(ckpt["state_dict"])
+    meta = {k: v for k, v in ckpt.items() if k not in {"state_dict", "model_config", *keep_out}}
+    return net, meta
+
+
 def cached(name: str | os.PathLike, device: torch.device, build):
     """Return ``build()`` once per (checkpoint path, device) in this process."""
     key = (str(find_checkpoint(name).resolve()), str(device))

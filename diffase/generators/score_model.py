@@ -20,6 +20,7 @@ from diffase.diffusion.noise import CrystalGenerators
 from diffase.diffusion.sampler import sample
 from diffase.diffusion.schedules import repaint_schedule
 from diffase.diffusion.ve import VEProcess
+from diffase.hub import network_from_checkpoint
 from diffase.nn.score_net import ScoreNet, ScoreNetConfig
 from diffase.runtime import resolve_device
 
@@ -56,11 +57,8 @@ class ScoreModel:
     # --- checkpoints ----------------------------------------------------------------------------
     @classmethod
     def from_checkpoint(cls, ckpt: dict, device: str | torch.device = "auto") -> ScoreModel:
-        if ckpt.get("kind") != CHECKPOINT_KIND:
-            raise ValueError(f"checkpoint kind {ckpt.get('kind')!r} is not a score model ({CHECKPOINT_KIND})")
-        net = ScoreNet(ScoreNetConfig(**ckpt["model_config"]))
-        net.load_state_dict(ckpt["state_dict"])
-        meta = {k: v for k, v in ckpt.items() if k not in ("state_dict", "model_config", "process", "elements")}
+        net, meta = network_from_checkpoint(ckpt, CHECKPOINT_KIND, ScoreNet, ScoreNetConfig,
+                                            keep_out=("process", "elements"))
         return cls(net, VEProcess(**ckpt["process"]), ckpt.get("elements"), device, meta)
 
     def to_checkpoint(self, **extra) -> dict:

@@ -22,6 +22,7 @@ from diffase.data import fields as F
 from diffase.data.batch import collate, to_device
 from diffase.data.electronic.dataset import PREDICTED_KEY
 from diffase.data.structures import structure_to_record
+from diffase.hub import network_from_checkpoint, read_checkpoint
 from diffase.predictors.baseline import ElementMeans
 from diffase.predictors.site_net import SiteLabelNet, SiteNetConfig
 from diffase.runtime import resolve_device
@@ -56,18 +57,13 @@ class SiteLabelPredictor:
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict, device: str | torch.device = "cpu") -> SiteLabelPredictor:
-        if ckpt.get("kind") != CHECKPOINT_KIND:
-            raise ValueError(f"checkpoint kind {ckpt.get('kind')!r} is not a site-label predictor ({CHECKPOINT_KIND})")
-        net = SiteLabelNet(SiteNetConfig(**ckpt["model_config"]))
-        net.load_state_dict(ckpt["state_dict"])
-        meta = {k: v for k, v in ckpt.items() if k not in ("state_dict", "model_config", "baseline", "dos_grid")}
+        net, meta = network_from_checkpoint(ckpt, CHECKPOINT_KIND, SiteLabelNet, SiteNetConfig,
+                                            keep_out=("baseline", "dos_grid"))
         return cls(net, ElementMeans.from_dict(ckpt["baseline"]), ckpt["dos_grid"], ckpt["dos_sigma"], device, meta)
 
     @classmethod
     def load(cls, name: str, device: str | torch.device = "cpu") -> SiteLabelPredictor:
         """A named (``models/``, ``$DIFFASE_MODELS``, cache) or local checkpoint, read with ``weights_only=True``."""
-        from diffase.hub import read_checkpoint
-
         return cls.from_checkpoint(read_checkpoint(name), device)
 
     @property

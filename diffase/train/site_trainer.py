@@ -22,6 +22,7 @@ import torch
 
 from diffase.data import fields as F
 from diffase.data.batch import collate, to_device
+from diffase.data.electronic.dos import DEFAULT_SIGMA
 from diffase.data.electronic.dataset import ElectronicDataset, label_structure, read_label, require_dft
 from diffase.data.structures import structure_to_record
 from diffase.predictors.baseline import ElementMeans
@@ -54,11 +55,12 @@ def load_site_labels(folder: str | Path) -> list[dict]:
         record = structure_to_record(label_structure(label), name=label["material_id"])
         record[F.SITE_DOS] = label["dos"].astype(np.float32)
         record[F.BADER_CHARGE] = label["bader"].astype(np.float32)
+        # format 1 stores no sigma: its GPAW width 0.1 eV is the Gaussian sigma 0.1 / sqrt(2) of DEFAULT_SIGMA
         items.append({"name": label["material_id"], "record": record, "dos_grid": label["dos_grid"],
-                      "dos_sigma": float(label.get("dos_sigma", 0.1))})
-    grids = {tuple(np.round(it["dos_grid"], 4)) for it in items}
+                      "dos_sigma": float(label.get("dos_sigma", DEFAULT_SIGMA))})
+    grids = {(tuple(np.round(it["dos_grid"], 4)), round(it["dos_sigma"], 4)) for it in items}
     if len(grids) > 1:
-        raise ValueError(f"{folder}: labels on {len(grids)} different DOS grids; a predictor needs one grid")
+        raise ValueError(f"{folder}: labels on {len(grids)} different DOS grids or widths; a predictor needs one")
     return items
 
 
@@ -142,7 +144,7 @@ def train_site_model(
         return make_checkpoint(model, baseline, grid, sigma, **extra)
 
     meta = {
-        "data": str(labels), "n_labels": len(items),
+        "data": str(labels), "val_data": None, "n_labels": len(items),
         "n_labels_with_bader": sum(bool(np.isfinite(it["record"][F.BADER_CHARGE]).all()) for it in items),
         "split": {part: [it["name"] for it in split[part]] for part in split},
         "n_train": len(split["train"]), "n_val": len(split["val"]), "n_test": len(split["test"]),
