@@ -189,3 +189,12 @@ def test_trainer_fits_a_bader_model_on_the_labels_and_its_samples_reach_extxyz(s
     only_v1 = _label_folder(shared_data, tmp_path / "v1", V1_LABELS)
     with pytest.raises(ValueError, match="no Bader charges"):
         train_joint_model(only_v1, only_v1, tmp_path / "run-v1", config=config, **kw)
+
+
+def test_the_experimental_bader_recipe_is_accepted_by_the_joint_trainer():
+    from pathlib import Path
+
+    from diffase.train.recipe import load_recipe
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "experimental" / "joint-bader-tiny.json")
+    assert recipe.model == "joint" and recipe.config["descriptor_fields"] == {"bader_charge": 1.0}

@@ -24,7 +24,7 @@ NODE_COND = "node_cond"  #: (n_atoms, d) float, per-atom conditions fed to the j
 CELL = "cell"  #: (n_crystals, 3, 3) float, lattice vectors as rows, Angstrom
 NUM_ATOMS = "num_atoms"  #: (n_crystals,) int64
 SIGMA = "sigma"  #: (n_crystals,) float, noise level of the VE process, Angstrom
-TIME = "t"  #: (n_crystals,) float in [0, 1], diffusion time of the joint (types, coords, lattice) processes
+TIME = "t"  #: (n_crystals,) float in [0, 1], diffusion time of the joint model's fields (types, coords, lattice, descriptors)
 
 #: Graph-level conditions are keys ``"cond:<name>"`` (see :func:`condition_key`): (n_crystals,) float for a
 #: scalar or a class index, (n_crystals, d) float for a multi-hot vector; NaN marks "not given" (unconditional).
