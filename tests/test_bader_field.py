@@ -198,3 +198,52 @@ def test_the_experimental_bader_recipe_is_accepted_by_the_joint_trainer():
 
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "experimental" / "joint-bader-tiny.json")
     assert recipe.model == "joint" and recipe.config["descriptor_fields"] == {"bader_charge": 1.0}
+
+
+def test_fine_tuning_starts_from_the_pretrained_weights_and_vocabulary(shared_data, tmp_path):
+    """``init_from``: the structure weights and element vocabulary of a pretrained joint model start the run
+    (with lr 0 they end unchanged), only the Bader input map and head are new; a pretrained model that never
+    saw an element of the labels is refused, naming it."""
+    from diffase.generators.joint import make_checkpoint
+    from diffase.train.joint_trainer import JointTrainConfig, train_joint_model
+
+    vocabulary = [1, 8, 12, 24, 31, 79]  # H O Mg Cr Ga Au: the labels' elements and two more
+    torch.manual_seed(5)
+    net = JointDenoiser(JointDenoiserConfig(num_elements=len(vocabulary), hidden=16, num_layers=1, num_freqs=4,
+                                            time_dim=16))
+    pretrained = tmp_path / "pretrained.pt"
+    torch.save(make_checkpoint(net, joint_fields(len(vocabulary)), vocabulary, [0, 1, 2]), pretrained)
+    folder = _label_folder(shared_data, tmp_path, V2_LABELS)
+    config = JointTrainConfig(epochs=1, max_steps=1, batch_size=2, warmup_steps=1, lr=0.0, ema_decay=0.5,
+                              descriptor_fields={"bader_charge": 1.0}, init_from=str(pretrained))
+    best = train_joint_model(folder, folder, tmp_path / "run", config=config, device="cpu", num_threads=1,
+                             progress=False)
+    model = JointModel.from_checkpoint(torch.load(best, weights_only=True), device="cpu")
+    assert model.elements == vocabulary and model.descriptor_keys == [F.BADER_CHARGE]
+    tuned = model.net.state_dict()
+    for key, value in net.state_dict().items():
+        assert torch.allclose(tuned[key], value, atol=1e-6), key
+    assert {k.split(".")[0] for k in tuned if k not in net.state_dict()} == {"field_inputs", "field_heads"}
+    torch.save(make_checkpoint(net, joint_fields(len(vocabulary)), [1, 8, 12, 24, 31, 80], [0, 1]), pretrained)
+    with pytest.raises(ValueError, match="never saw Au"):
+        train_joint_model(folder, folder, tmp_path / "run-2", config=config, device="cpu", progress=False)
+
+
+def test_predicted_labels_are_read_marked_and_reported(shared_data, tmp_path):
+    """A label written by a predictor (no density grid, ``predicted_by`` set) is used, its records say so, and the
+    trainer warns and records how many training labels were predicted."""
+    from diffase.train.joint_trainer import JointTrainConfig, train_joint_model
+
+    folder = _label_folder(shared_data, tmp_path, V2_LABELS[:1])
+    with np.load(shared_data / "electronic" / V2_LABELS[1]) as npz:
+        label = {k: npz[k] for k in npz.files if k != "rho32"}
+    np.savez(folder / "predicted.npz", **label, predicted_by=np.array("site-labels-mp20"))
+    records, _, skipped = load_descriptor_records(folder, [F.BADER_CHARGE])
+    assert skipped == 0 and sorted(r["label_source"] for r in records) == ["dft", "site-labels-mp20"]
+    config = JointTrainConfig(epochs=1, max_steps=1, batch_size=2, warmup_steps=1,
+                              descriptor_fields={"bader_charge": 1.0})
+    with pytest.warns(UserWarning, match="1 of the 2 training labels were predicted"):
+        best = train_joint_model(folder, folder, tmp_path / "run", config=config, device="cpu", num_threads=1,
+                                 progress=False, model_config={"hidden": 16, "num_layers": 1, "time_dim": 16})
+    meta = torch.load(best, weights_only=True)["train"]
+    assert meta["descriptor_label_sources"] == {"dft": 1, "site-labels-mp20": 1}

@@ -1,7 +1,9 @@
 """Crystal records that carry per-site descriptor labels (Bader charges, ...) for training joint models.
 
-Read from an electronic label folder (:class:`~diffase.data.electronic.dataset.ElectronicDataset`: version-2
-files written by ``diffase label`` hold Bader charges; version-1 files hold NaN there). Each crystal is put in
+Read from an electronic label folder (the files :class:`~diffase.data.electronic.dataset.ElectronicDataset`
+lists, read with :func:`~diffase.data.electronic.dataset.read_label`: version-2 files written by ``diffase label``
+hold Bader charges; version-1 files hold NaN there; labels predicted by ``diffase predict-labels`` hold them too
+and are marked: each record's ``label_source`` is ``"dft"`` or the predictor's name). Each crystal is put in
 its Niggli-reduced cell, as the joint pipeline feeds every crystal; the reduction keeps the site order, and the
 descriptors travel with their sites as pymatgen site properties. Grid fields are not carried: a density grid is
 laid along the stored cell and would need regridding with the reduction.
@@ -15,38 +17,51 @@ from pathlib import Path
 import numpy as np
 
 from diffase.data import fields as F
-from diffase.data.electronic.dataset import ElectronicDataset
-from diffase.data.structures import record_to_structure, structure_to_record
+from diffase.data.electronic.dataset import (
+    PREDICTED_KEY,
+    ElectronicDataset,
+    label_structure,
+    read_label,
+)
+from diffase.data.structures import structure_to_record
+
+#: Per-site descriptor fields and the label-file key that holds them.
+_LABEL_KEYS = {F.BADER_CHARGE: "bader", F.HIRSHFELD_CHARGE: "hirshfeld"}
 
 
 def load_descriptor_records(folder: str | Path, keys: Sequence[str], *, limit: int | None = None
                             ) -> tuple[list[dict], list[str], int]:
-    """Records (Niggli-reduced, with ``keys`` as (n_atoms, ...) arrays) and names of the label files in ``folder``
-    whose every key is known at every site, and the number of files skipped for lacking them.
+    """Records (Niggli-reduced, with ``keys`` as (n_atoms,) arrays) and names of the label files in ``folder``
+    whose every key is known at every site, and the number of files skipped for lacking them. Each record's
+    ``label_source`` says where its labels come from: ``"dft"`` or the name of the predictor that wrote them.
 
     ``keys``: node fields of the labels, e.g. ``["bader_charge"]`` (e). ``limit``: keep at most this many
     records. Raises ``ValueError`` when no file has them all.
     """
-    bad = [k for k in keys if F.field_kind(k) != "node"]
+    bad = [k for k in keys if k not in _LABEL_KEYS]
     if bad:
-        raise ValueError(f"descriptor labels are per-site (node) fields; {bad} are not")
-    dataset = ElectronicDataset(folder)
+        raise ValueError(f"no per-site label for {bad}; known: {', '.join(_LABEL_KEYS)}")
+    files = ElectronicDataset(folder).files
     records, names, skipped = [], [], 0
-    for i in range(len(dataset)):
+    for path in files:
         if limit is not None and len(records) >= limit:
             break
-        item = dataset[i]
-        if not all(np.isfinite(item[k]).all() for k in keys):
+        label = read_label(path)
+        values = {k: np.asarray(label[_LABEL_KEYS[k]], dtype=np.float64) for k in keys}
+        if not all(np.isfinite(v).all() for v in values.values()):
             skipped += 1
             continue
-        structure = record_to_structure({k: item[k] for k in (F.ATOMIC_NUMBERS, F.POSITIONS, F.CELL, *keys)})
+        structure = label_structure(label)
+        for k, v in values.items():
+            structure.add_site_property(k, list(v))
         reduced = structure.get_reduced_structure()
         record = structure_to_record(reduced)
         record.update({k: np.asarray(reduced.site_properties[k], dtype=np.float64) for k in keys})
+        record["label_source"] = label.get(PREDICTED_KEY, "dft")
         records.append(record)
-        names.append(item["name"])
+        names.append(label["material_id"])
     if not records:
-        raise ValueError(f"none of the {len(dataset)} label files in {folder} has {', '.join(keys)} at every site "
+        raise ValueError(f"none of the {len(files)} label files in {folder} has {', '.join(keys)} at every site "
                          "(version-1 labels carry no Bader charges); label structures with `diffase label` first, "
                          "or train without the descriptor field")
     return records, names, skipped

@@ -51,6 +51,7 @@ from diffase.generators.joint_fields import (
     descriptor_row_shapes,
     fields_from_checkpoint,
 )
+from diffase.hub import network_from_checkpoint
 from diffase.nn.conditioning import ConditionSpec
 from diffase.nn.joint_denoiser import JointDenoiser, JointDenoiserConfig
 from diffase.runtime import make_generator, resolve_device
@@ -131,12 +132,8 @@ class JointModel:
     # --- checkpoints --------------------------------------------------------------------------------
     @classmethod
     def from_checkpoint(cls, ckpt: dict, device: str | torch.device = "auto") -> JointModel:
-        if ckpt.get("kind") != CHECKPOINT_KIND:
-            raise ValueError(f"checkpoint kind {ckpt.get('kind')!r} is not a joint model ({CHECKPOINT_KIND})")
-        net = JointDenoiser(JointDenoiserConfig(**ckpt["model_config"]))
-        net.load_state_dict(ckpt["state_dict"])
-        skip = ("state_dict", "model_config", "processes", "fields", "elements", "num_atoms_counts")
-        meta = {k: v for k, v in ckpt.items() if k not in skip}
+        net, meta = network_from_checkpoint(ckpt, CHECKPOINT_KIND, JointDenoiser, JointDenoiserConfig,
+                                            keep_out=("processes", "fields", "elements", "num_atoms_counts"))
         return cls(net, fields_from_checkpoint(ckpt), ckpt["elements"], ckpt["num_atoms_counts"], device, meta)
 
     def to_checkpoint(self, **extra) -> dict:

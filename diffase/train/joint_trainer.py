@@ -18,6 +18,7 @@ chemical system). The loop itself (EMA, checkpoints, resume, time box) is :func:
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from pymatgen.core import Element
 
 from diffase.data import fields as F
 from diffase.data.batch import to_device
@@ -33,12 +35,18 @@ from diffase.data.descriptor_records import load_descriptor_records
 from diffase.data.structures import record_to_structure
 from diffase.diffusion.field_registry import FieldRegistry
 from diffase.diffusion.guidance import training_dropout
-from diffase.generators.joint import encode_records, make_batch, make_checkpoint
+from diffase.generators.joint import (
+    CHECKPOINT_KIND,
+    encode_records,
+    make_batch,
+    make_checkpoint,
+)
 from diffase.generators.joint_fields import (
     descriptor_fields,
     descriptor_row_shapes,
     structure_fields,
 )
+from diffase.hub import read_checkpoint
 from diffase.nn.conditioning import ConditionSpec
 from diffase.nn.joint_denoiser import JointDenoiser, JointDenoiserConfig
 from diffase.runtime import configure_threads, resolve_device
@@ -58,6 +66,7 @@ class JointTrainConfig(LoopConfig):
     weight_coords: float = 1.0
     weight_lattice: float = 1.0
     descriptor_fields: dict = field(default_factory=dict)  #: descriptor field name -> loss weight ({"bader_charge": 1})
+    init_from: str | None = None  #: joint checkpoint (name or path) whose weights start a fresh run (fine-tuning)
     max_val: int | None = 1000  #: validation crystals (first N)
     conditions: list = field(default_factory=list)  #: condition names (label columns or COMPUTED_CONDITIONS)
 
@@ -126,6 +135,39 @@ def joint_loss(net: JointDenoiser, fields: FieldRegistry, items: Sequence[dict],
     return total, {k: v.detach() for k, v in parts.items()}
 
 
+def pretrained_checkpoint(name: str | Path, data_elements: Sequence[int]) -> dict:
+    """The joint checkpoint a fine-tuning run starts from (:func:`diffase.hub.read_checkpoint`); its element
+    vocabulary must hold every element of the training data."""
+    ckpt = read_checkpoint(name)
+    if ckpt["kind"] != CHECKPOINT_KIND:
+        raise ValueError(f"init_from {name}: checkpoint kind {ckpt['kind']!r} is not a joint model")
+    unknown = sorted(set(data_elements) - set(ckpt["elements"]))
+    if unknown:
+        symbols = ", ".join(Element.from_Z(z).symbol for z in unknown)
+        raise ValueError(f"init_from {name}: the pretrained model never saw {symbols}, which the training data holds; "
+                         "drop those crystals or pretrain with them")
+    return ckpt
+
+
+def _fine_tune_config(pretrained: dict, model_config: dict | None, specs, node_fields: dict) -> JointDenoiserConfig:
+    """The pretrained network's settings plus the new descriptor heads (``node_fields``)."""
+    if model_config:
+        raise ValueError("init_from keeps the pretrained network's settings; drop model_config")
+    stored = pretrained["model_config"]
+    if [s.name for s in specs] != [c["name"] for c in stored["conditions"]]:
+        raise ValueError(f"init_from: the conditions {[s.name for s in specs]} differ from the pretrained model's "
+                         f"{[c['name'] for c in stored['conditions']]}")
+    return JointDenoiserConfig(**{**stored, "node_fields": node_fields})
+
+
+def _load_pretrained_weights(net: JointDenoiser, pretrained: dict) -> None:
+    """Copy the pretrained weights; only the descriptor fields' input maps and heads start fresh."""
+    missing, unexpected = net.load_state_dict(pretrained["state_dict"], strict=False)
+    fresh = [k for k in missing if not k.startswith(("field_inputs.", "field_heads."))]
+    if fresh or unexpected:
+        raise ValueError(f"init_from: weights do not fit the network (missing {fresh}, unexpected {unexpected})")
+
+
 def _items(records, ids, elements, names, labels):
     encoded = encode_records(records, elements)
     values, specs = condition_arrays(names, records, ids, elements, labels)
@@ -152,6 +194,8 @@ def train_joint_model(
     With ``config.descriptor_fields`` (e.g. ``{"bader_charge": 1.0}``) ``train_source`` and ``val_source`` are
     electronic label folders (:func:`~diffase.data.descriptor_records.load_descriptor_records`): files without
     the descriptors are skipped with a warning that counts them; a folder with none of them is an error.
+    ``config.init_from``: fine-tune a pretrained joint checkpoint (e.g. ``"joint-mp20"``): its element vocabulary,
+    network settings and weights; descriptor heads start fresh.
     Re-running with the same ``out_dir`` resumes from its ``last.pt`` (model settings come from there).
     """
     config = config or JointTrainConfig()
@@ -163,6 +207,11 @@ def train_joint_model(
     if keys:
         train_records, train_ids, skipped = load_descriptor_records(train_source, keys, limit=limit_train)
         val_records, val_ids, val_skipped = load_descriptor_records(val_source, keys, limit=config.max_val)
+        predicted = Counter(r["label_source"] for r in train_records if r["label_source"] != "dft")
+        if predicted:
+            warnings.warn(f"{sum(predicted.values())} of the {len(train_records)} training labels were predicted "
+                          f"({dict(predicted)}), not computed with DFT; say so wherever the model is described",
+                          stacklevel=2)
         if skipped or val_skipped:
             warnings.warn(f"skipped {skipped} training and {val_skipped} validation label files without "
                           f"{', '.join(keys)} at every site (version-1 labels carry no Bader charges); training on "
@@ -171,6 +220,9 @@ def train_joint_model(
         train_records, train_ids = load_records(train_source, limit=limit_train)
         val_records, val_ids = load_records(val_source, limit=config.max_val)
     elements = sorted({int(z) for r in train_records for z in r[F.ATOMIC_NUMBERS]})
+    pretrained = pretrained_checkpoint(config.init_from, elements) if config.init_from else None
+    if pretrained is not None:
+        elements = pretrained["elements"]
     val_keep = [i for i, r in enumerate(val_records) if set(r[F.ATOMIC_NUMBERS].tolist()) <= set(elements)]
     if not val_keep:
         raise ValueError(f"none of the {len(val_records)} validation crystals uses only the {len(elements)} "
@@ -183,11 +235,18 @@ def train_joint_model(
     state = read_resume_state(out_dir)
     weights = (config.weight_types, config.weight_coords, config.weight_lattice)
     fields = FieldRegistry(structure_fields(len(elements), weights) + descriptors)
-    net_config = JointDenoiserConfig(**state["model_config"]) if state is not None else JointDenoiserConfig(
-        num_elements=len(elements), conditions=[s.to_dict() for s in specs],
-        node_fields=descriptor_row_shapes(fields), **(model_config or {}))
+    if state is not None:
+        net_config = JointDenoiserConfig(**state["model_config"])
+    elif pretrained is not None:
+        net_config = _fine_tune_config(pretrained, model_config, specs, descriptor_row_shapes(fields))
+    else:
+        net_config = JointDenoiserConfig(num_elements=len(elements), conditions=[s.to_dict() for s in specs],
+                                         node_fields=descriptor_row_shapes(fields), **(model_config or {}))
     torch.manual_seed(config.seed)  # the initial weights of a fresh run
-    net = JointDenoiser(net_config).to(dev)
+    net = JointDenoiser(net_config)
+    if pretrained is not None and state is None:
+        _load_pretrained_weights(net, pretrained)
+    net = net.to(dev)
 
     def loss_fn(model, items, generator):
         return joint_loss(model, fields, items, p_uncond=config.p_uncond, p_each=config.p_drop_each,
@@ -200,6 +259,7 @@ def train_joint_model(
         "data": str(train_source), "val_data": str(val_source), "labels": str(labels) if labels else None,
         "n_train": len(train_items), "n_val": len(val_items),
         "skipped_without_descriptors": {"train": skipped, "val": val_skipped},
+        "descriptor_label_sources": dict(Counter(r.get("label_source", "dft") for r in train_records)) if keys else {},
         "n_parameters": sum(p.numel() for p in net.parameters()),
         "hardware": hardware_info(dev, threads),
         "objective": asdict(config) | {"fields": fields.to_list()},
