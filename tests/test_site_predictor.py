@@ -18,7 +18,7 @@ from diffase.predictors.metrics import element_table, site_errors, wasserstein_1
 from diffase.predictors.model import SiteLabelPredictor, make_checkpoint
 from diffase.predictors.predict_labels import predict_labels
 from diffase.predictors.site_net import SiteLabelNet, SiteNetConfig
-from diffase.predictors.split import split_by_material
+from diffase.predictors.split import cross_validation_split, split_by_material
 from diffase.train.site_trainer import load_site_labels, train_site_model, SiteTrainConfig
 from tests.helpers import rocksalt, skewed_cell
 
@@ -161,6 +161,21 @@ def test_split_holds_out_whole_materials_whose_elements_stay_in_training():
     assert 0 < parts.count("test") <= 12 and 0 < parts.count("val") <= 6
     train_elements = set().union(*(m for m, p in zip(materials, parts) if p == "train"))
     assert all(m <= train_elements for m, p in zip(materials, parts) if p != "train")
+
+
+def test_cross_validation_tests_each_material_at_most_once_with_its_elements_in_training():
+    rng = np.random.default_rng(2)
+    materials = [set(rng.choice(25, size=rng.integers(1, 4), replace=False).tolist()) for _ in range(40)]
+    tested = []
+    for fold in range(4):
+        parts = cross_validation_split(materials, fold, 4, val_fraction=0.1, seed=5)
+        train_elements = set().union(*(m for m, p in zip(materials, parts) if p == "train"))
+        assert all(m <= train_elements for m, p in zip(materials, parts) if p != "train")
+        assert parts.count("val") == 4
+        tested += [i for i, p in enumerate(parts) if p == "test"]
+    assert len(tested) == len(set(tested)) > 30  # each material at most once; most of them tested
+    with pytest.raises(ValueError, match="fold"):
+        cross_validation_split(materials, 4, 4)
 
 
 # --- predicted labels: marker, refusal, streamed and resumable writing --------------------------------------

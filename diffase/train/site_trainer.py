@@ -29,7 +29,7 @@ from diffase.predictors.baseline import ElementMeans
 from diffase.predictors.metrics import element_table, site_errors
 from diffase.predictors.model import SiteLabelPredictor, make_checkpoint
 from diffase.predictors.site_net import SiteLabelNet, SiteNetConfig
-from diffase.predictors.split import split_by_material
+from diffase.predictors.split import cross_validation_split, split_by_material
 from diffase.runtime import configure_threads, resolve_device
 from diffase.train.loop import LoopConfig, hardware_info, read_resume_state, train_loop
 from diffase.train.objective import estimate_avg_neighbors
@@ -37,13 +37,16 @@ from diffase.train.objective import estimate_avg_neighbors
 
 @dataclass
 class SiteTrainConfig(LoopConfig):
-    """Loop settings plus the objective's weights and the split (fractions of materials, seed)."""
+    """Loop settings plus the objective's weights and the split: fractions of materials and seed, or with
+    ``cv_fold`` set, fold ``cv_fold`` of ``cv_folds`` (:func:`~diffase.predictors.split.cross_validation_split`)."""
 
     weight_dos: float = 1.0
     weight_bader: float = 1.0
     test_fraction: float = 0.2
     val_fraction: float = 0.1
     split_seed: int = 0
+    cv_fold: int | None = None
+    cv_folds: int = 5
 
 
 def load_site_labels(folder: str | Path) -> list[dict]:
@@ -75,11 +78,11 @@ def site_loss(net: SiteLabelNet, records: Sequence[dict], *, weight_dos: float, 
     return weight_dos * dos + weight_bader * bader, {"dos": dos.detach(), "bader": bader.detach()}
 
 
-def held_out_tables(predictor: SiteLabelPredictor, items: Sequence[dict]) -> dict:
-    """Per-element error tables (:func:`~diffase.predictors.metrics.element_table`) on ``items`` (as
-    :func:`load_site_labels` gives) of the predictor (``model``), of its per-element-mean baseline (``baseline``)
-    and of that baseline with each crystal's charges shifted to sum to zero (``baseline_neutral``: the network's
-    own neutrality projection applied to the means; same DOS), with the numbers of materials and sites."""
+def held_out_errors(predictor: SiteLabelPredictor, items: Sequence[dict]) -> tuple[np.ndarray, dict]:
+    """Atomic numbers (n_sites,) of ``items`` (as :func:`load_site_labels` gives) and the per-site errors
+    (:func:`~diffase.predictors.metrics.site_errors`) of the predictor (``model``), of its per-element-mean baseline
+    (``baseline``) and of that baseline with each crystal's charges shifted to sum to zero (``baseline_neutral``:
+    the network's own neutrality projection applied to the means; same DOS)."""
     records = [it["record"] for it in items]
     numbers = np.concatenate([r[F.ATOMIC_NUMBERS] for r in records])
     dos_ref = np.concatenate([r[F.SITE_DOS] for r in records])
@@ -91,13 +94,18 @@ def held_out_tables(predictor: SiteLabelPredictor, items: Sequence[dict]) -> dic
     crystal = np.repeat(np.arange(len(records)), [len(r[F.ATOMIC_NUMBERS]) for r in records])
     neutral_q = base_q - (np.bincount(crystal, base_q) / np.bincount(crystal))[crystal]
     grid = predictor.dos_grid
-    return {
-        "n_test_materials": len(items), "n_test_sites": int(len(numbers)),
-        "test_materials": [it["name"] for it in items],
-        "model": element_table(numbers, site_errors(model_dos, dos_ref, model_q, q_ref, grid)),
-        "baseline": element_table(numbers, site_errors(base_dos, dos_ref, base_q, q_ref, grid)),
-        "baseline_neutral": element_table(numbers, site_errors(base_dos, dos_ref, neutral_q, q_ref, grid)),
-    }
+    return numbers, {"model": site_errors(model_dos, dos_ref, model_q, q_ref, grid),
+                     "baseline": site_errors(base_dos, dos_ref, base_q, q_ref, grid),
+                     "baseline_neutral": site_errors(base_dos, dos_ref, neutral_q, q_ref, grid)}
+
+
+def held_out_tables(predictor: SiteLabelPredictor, items: Sequence[dict]) -> dict:
+    """Per-element tables (:func:`~diffase.predictors.metrics.element_table`) of :func:`held_out_errors` for
+    ``model``, ``baseline`` and ``baseline_neutral``, with the numbers of materials and sites."""
+    numbers, errors = held_out_errors(predictor, items)
+    return {"n_test_materials": len(items), "n_test_sites": int(len(numbers)),
+            "test_materials": [it["name"] for it in items],
+            **{name: element_table(numbers, e) for name, e in errors.items()}}
 
 
 def train_site_model(
@@ -117,9 +125,13 @@ def train_site_model(
     dev = resolve_device(device)
     threads = configure_threads(num_threads) if dev.type == "cpu" else None
     items = load_site_labels(labels)
-    parts = split_by_material([set(it["record"][F.ATOMIC_NUMBERS].tolist()) for it in items],
-                              test_fraction=config.test_fraction, val_fraction=config.val_fraction,
-                              seed=config.split_seed)
+    elements = [set(it["record"][F.ATOMIC_NUMBERS].tolist()) for it in items]
+    if config.cv_fold is None:
+        parts = split_by_material(elements, test_fraction=config.test_fraction, val_fraction=config.val_fraction,
+                                  seed=config.split_seed)
+    else:
+        parts = cross_validation_split(elements, config.cv_fold, config.cv_folds, val_fraction=config.val_fraction,
+                                       seed=config.split_seed)
     split = {part: [it for it, p in zip(items, parts) if p == part] for part in ("train", "val", "test")}
     train_records = [it["record"] for it in split["train"]]
     baseline = ElementMeans.fit([r[F.ATOMIC_NUMBERS] for r in train_records], [r[F.SITE_DOS] for r in train_records],
