@@ -191,12 +191,13 @@ def test_trainer_fits_a_bader_model_on_the_labels_and_its_samples_reach_extxyz(s
         train_joint_model(only_v1, only_v1, tmp_path / "run-v1", config=config, **kw)
 
 
-def test_the_experimental_bader_recipe_is_accepted_by_the_joint_trainer():
+@pytest.mark.parametrize("name", ["joint-bader-tiny", "joint-bader-finetune"])
+def test_the_experimental_bader_recipes_are_accepted_by_the_joint_trainer(name):
     from pathlib import Path
 
     from diffase.train.recipe import load_recipe
 
-    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "experimental" / "joint-bader-tiny.json")
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "experimental" / f"{name}.json")
     assert recipe.model == "joint" and recipe.config["descriptor_fields"] == {"bader_charge": 1.0}
 
 
