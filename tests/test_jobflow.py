@@ -7,20 +7,25 @@ A tiny score model and few noise levels keep sampling to seconds; CHGNet gives t
 
 import numpy as np
 import pytest
-import torch
 from jobflow import JobStore, run_locally
 from maggma.stores import MemoryStore
 from monty.json import MontyDecoder, jsanitize
 from pymatgen.core import Lattice, Structure
 
-from diffase.diffusion.ve import VEProcess
-from diffase.generators.score_model import ScoreModel
 from diffase.transformations import InpaintIntercalantTransformation
 from diffase.workflows import tasks
-from diffase.workflows.makers import (CSPMaker, InpaintMaker, LabelMaker, NEBMaker, calculator_from_spec,
-                                      inpaint_relax_neb_flow, relax_maker)
+from diffase.workflows.makers import (
+    CSPMaker,
+    InpaintMaker,
+    LabelMaker,
+    NEBMaker,
+    calculator_from_spec,
+    inpaint_relax_neb_flow,
+    relax_maker,
+)
 from tests.fake_gpaw import fake_gpaw_fixture  # noqa: F401 - the fake_gpaw fixture
-from tests.helpers import rocksalt, tiny_net
+from tests.helpers import rocksalt
+from tests.test_inpainting import tiny_model_path  # noqa: F401 - the tiny score model fixture
 
 pytest.importorskip("atomate2")
 pytest.importorskip("chgnet")
@@ -29,14 +34,6 @@ pytest.importorskip("pymatgen.analysis.diffusion")
 FAST = dict(num_levels=8, n_resample=2, jump_length=2, n_corrector=1)
 LJ_PATH = "ase.calculators.lj.LennardJones"
 LJ = dict(sigma=2.3, epsilon=0.05, rc=6.0, smooth=True)
-
-
-@pytest.fixture(scope="module")
-def tiny_model_path(tmp_path_factory):
-    model = ScoreModel(tiny_net(), VEProcess(num_levels=8), elements=list(range(1, 95)), device="cpu")
-    path = tmp_path_factory.mktemp("models") / "tiny-score.pt"
-    torch.save(model.to_checkpoint(), path)
-    return str(path)
 
 
 def stored(store: JobStore, job) -> dict:
