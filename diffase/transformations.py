@@ -235,7 +235,8 @@ class InpaintIntercalantTransformation(AbstractTransformation):
             except DiffaseError as err:
                 if len(parts) == 1:
                     raise
-                err = type(err)(f"host {h}: {err}") if h is not None and len(hosts) > 1 else err
+                if h is not None and len(hosts) > 1:
+                    err = type(err)(f"host {h if host_ids is None else host_ids[h]}: {err}")
                 failures.append((method, err))
                 (on_failure or _log_failure)(method, err)
         if len(failures) == len(parts):
@@ -296,7 +297,7 @@ class InpaintIntercalantTransformation(AbstractTransformation):
         try:
             for cand in self.iter_candidates(structures, host_ids=accepted, progress=progress):
                 results[accepted[cand.host_index]].append(self.evaluate(cand))
-        except NoValidCandidateError as err:
+        except DiffaseError as err:  # every method failed (or the only one): each host without results says why
             failed = dict.fromkeys(accepted, str(err))
         out = []
         for i in range(len(hosts)):

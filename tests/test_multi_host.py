@@ -153,3 +153,57 @@ def test_resume_with_the_host_moved_in_the_list_is_refused(host, tiny_model_path
     host.to(filename=str(tmp_path / "hosts" / "0-new.cif"))  # sorts first: every other host moves down
     assert main(inpaint_args(tmp_path / "hosts", out, tiny_model_path)) == 2
     assert "host_index" in capsys.readouterr().err
+
+
+def test_voronoi_baseline_out_of_sites_is_a_host_too_dense_error(host):
+    """A dense host's baseline failure is a DiffaseError, so several-host runs report it per host (a plain
+    ValueError stopped the whole run)."""
+    from diffase.errors import HostTooDenseError
+    from diffase.generators.voronoi import voronoi_insertion
+
+    with pytest.raises(HostTooDenseError, match="no free site left"):
+        voronoi_insertion(host, {"Mg": 30}, lambda structures: [0.0] * len(structures))
+
+
+def test_the_only_method_failing_on_the_only_accepted_host_is_reported_in_the_summary(
+        host, tiny_model_path, tmp_path, monkeypatch, capsys):
+    import diffase.transformations as transformations
+    from diffase.errors import HostTooDenseError
+
+    def no_site(*args, **kw):
+        raise HostTooDenseError("no free site left for guest 1 of 2")
+
+    monkeypatch.setattr(transformations, "voronoi_insertion", no_site)
+    folder = tmp_path / "hosts"
+    folder.mkdir()
+    host.to(filename=str(folder / "a.cif"))
+    Structure(host.lattice, [{"O": 0.5, "F": 0.5}] * len(host), host.frac_coords).to(filename=str(folder / "b.cif"))
+    out = tmp_path / "run"
+    assert main(inpaint_args(folder, out, tiny_model_path, "--method", "voronoi")) == 1
+    summary = read_summary(out)
+    assert "no free site left" in summary["a"]["error"] and "disordered" in summary["b"]["error"]
+
+
+def test_a_bad_row_of_a_table_is_skipped_alone_and_names_stay_unique(host, tiny_model_path, tmp_path):
+    import pandas as pd
+
+    from diffase.commands.inpaint import read_hosts
+
+    disordered = Structure(host.lattice, [{"O": 0.5, "F": 0.5}] * len(host), host.frac_coords)
+    table = tmp_path / "hosts.csv"
+    pd.DataFrame({"material_id": ["x", "y", "z"],
+                  "cif": [host.to(fmt="cif"), disordered.to(fmt="cif"), host.to(fmt="cif")]}).to_csv(table)
+    named = read_hosts([str(table)])
+    assert [n for n, _ in named] == ["x", "y", "z"]
+    assert isinstance(named[1][1], Exception) and isinstance(named[2][1], Structure)
+    out = tmp_path / "run"
+    assert main(inpaint_args(table, out, tiny_model_path)) == 0
+    summary = read_summary(out)
+    assert summary["x"]["candidates"] == summary["z"]["candidates"] == "2" and "disordered" in summary["y"]["error"]
+
+    for sub in ("d1", "d2"):
+        (tmp_path / sub).mkdir()
+        host.to(filename=str(tmp_path / sub / "a.cif"))
+    host.to(filename=str(tmp_path / "A-2.cif"))
+    names = [n for n, _ in read_hosts([str(tmp_path / "d1"), str(tmp_path / "d2"), str(tmp_path / "A-2.cif")])]
+    assert len({n.lower() for n in names}) == 3, names

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import numpy as np
 import pytest
 import torch
@@ -277,3 +278,18 @@ def test_training_writes_held_out_tables_with_the_baseline(label_folder, tmp_pat
     assert set(held_out["test_materials"]).isdisjoint(ckpt["train"]["split"]["train"])
     predictor = SiteLabelPredictor.load(str(best))
     assert predictor.name == "best" and predictor.held_out_summary()["n_test_materials"] == held_out["n_test_materials"]
+
+
+def test_resume_after_the_label_folder_changed_is_refused(label_folder, tmp_path):
+    """A resumed run recomputes the split from the folder: with a label added, materials trained on could land
+    in the test split, so the resume is refused; the unchanged folder resumes."""
+    config = SiteTrainConfig(epochs=2, batch_size=2, max_steps=2, warmup_steps=1, test_fraction=0.2,
+                             val_fraction=0.2, split_seed=0)
+    kw = dict(model_config={"hidden": 8, "num_layers": 1}, device="cpu", num_threads=1, progress=False)
+    train_site_model(label_folder, tmp_path / "run", config=config, **kw)
+    train_site_model(label_folder, tmp_path / "run", config=dataclasses.replace(config, max_steps=3), **kw)
+    extra = toy_structures()[0]
+    write_label(label_folder / "m99.npz", toy_label(extra, 99, "m99"))
+    write_index(label_folder)
+    with pytest.raises(ValueError, match="another split of the labels"):
+        train_site_model(label_folder, tmp_path / "run", config=dataclasses.replace(config, max_steps=4), **kw)

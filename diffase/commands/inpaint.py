@@ -104,17 +104,21 @@ def read_hosts(sources: list[str]) -> list[tuple[str, object]]:
     hosts: list[tuple[str, object]] = []
     for f in files:
         try:
-            hosts += read_structures(f)
+            hosts += read_structures(f, keep_refused=True)  # a bad row of a table is refused alone
         except (DiffaseError, OSError, ValueError) as err:
             if len(files) == 1:
                 raise
             hosts.append((f.stem, err))
-    seen: dict[str, int] = {}
+    used: set[str] = set()  # folder names, compared case-insensitively (macOS, Windows)
     named = []
     for name, item in hosts:
-        name = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in str(name)) or "host"
-        seen[name] = seen.get(name, 0) + 1
-        named.append((name if seen[name] == 1 else f"{name}-{seen[name]}", item))
+        base = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in str(name)) or "host"
+        name, k = base, 1
+        while name.lower() in used:
+            k += 1
+            name = f"{base}-{k}"
+        used.add(name.lower())
+        named.append((name, item))
     return named
 
 
@@ -122,7 +126,7 @@ def run(args) -> int:
     from pymatgen.core import Structure
     from tqdm.auto import tqdm
 
-    from diffase.errors import NoValidCandidateError
+    from diffase.errors import DiffaseError, NoValidCandidateError
     from diffase.resume import SETTINGS_FILE, check_resume, write_settings
     from diffase.runtime import configure_threads
     from diffase.transformations import (
@@ -173,6 +177,7 @@ def run(args) -> int:
               file=sys.stderr, flush=True)
 
     bar = tqdm(desc="relaxing candidates", unit="cand", disable=not interactive)
+    stopped = ""  # why candidate generation stopped early, if it did
     try:
         for cand in t.iter_candidates(hosts, skip=skip, host_ids=accepted, progress=interactive,
                                      on_failure=report_failure):
@@ -188,9 +193,11 @@ def run(args) -> int:
                          else f"screened out ({result.get('error', 'invalid')})")
                 where = "" if single else f"{named[accepted[k]][0]}: "
                 print(f"{where}candidate {cand.method}-{cand.sample_index:03d}: {score}", file=sys.stderr, flush=True)
-    except NoValidCandidateError:
+    except DiffaseError as err:  # every method failed: with several hosts, each is reported below
         if single:
             raise
+        stopped = str(err)
+        print(f"sampling stopped: {err}", file=sys.stderr, flush=True)
     bar.close()
 
     summary = []
@@ -201,7 +208,7 @@ def run(args) -> int:
         ranked = rank_results(rows)
         formula = hosts[k].composition.reduced_formula
         if not ranked:  # results.jsonl and candidates/ stay for inspection; nothing to rank
-            reason = no_valid_candidate_reason(rows, formula) + (
+            reason = (stopped if stopped and not rows else no_valid_candidate_reason(rows, formula)) + (
                 f" ({' and '.join(sorted(set(failed)))} failed, see above)" if failed else "")
             if single:
                 raise NoValidCandidateError(reason)

@@ -43,10 +43,12 @@ def read_table(
     cif_column: str = "cif",
     id_column: str | None = "material_id",
     limit: int | None = None,
+    keep_refused: bool = False,
 ) -> list[tuple[str, Structure]]:
     """Read a CSV table with one CIF text per row (e.g. the MP-20 / MPTS-52 tables).
 
-    ``id_column`` names each structure (row number if absent); ``limit`` keeps the first rows only.
+    ``id_column`` names each structure (row number if absent); ``limit`` keeps the first rows only;
+    ``keep_refused``: see :func:`read_structures`.
     """
     table = pd.read_csv(path, nrows=limit)
     if cif_column not in table.columns:
@@ -56,22 +58,22 @@ def read_table(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pymatgen's CIF rounding chatter
         for name, cif in zip(ids, table[cif_column]):
-            out.append((name, to_structure(Structure.from_str(cif, fmt="cif"), name=name)))
+            out.append((name, _crystal(Structure.from_str(cif, fmt="cif"), name, keep_refused)))
     return out
 
 
-def read_ase_db(path: str | Path, *, limit: int | None = None) -> list[tuple[str, Structure]]:
-    """Read every row of an ASE database (``.db``)."""
+def read_ase_db(path: str | Path, *, limit: int | None = None, keep_refused: bool = False) -> list[tuple[str, Structure]]:
+    """Read every row of an ASE database (``.db``); ``keep_refused``: see :func:`read_structures`."""
     from ase.db import connect
 
     out = []
     for row in connect(str(path)).select(limit=limit):
         name = str(row.get("name", row.id))
-        out.append((name, to_structure(row.toatoms(), name=name)))
+        out.append((name, _crystal(row.toatoms(), name, keep_refused)))
     return out
 
 
-def read_structures(source, *, limit: int | None = None, **table_kw) -> list[tuple[str, Structure]]:
+def read_structures(source, *, limit: int | None = None, keep_refused: bool = False, **table_kw) -> list[tuple[str, Structure]]:
     """Read crystals from a path or an in-memory collection.
 
     ``source`` may be: a CSV table with a CIF column (``.csv``/``.csv.gz``), an ASE database (``.db``),
@@ -80,7 +82,9 @@ def read_structures(source, *, limit: int | None = None, **table_kw) -> list[tup
 
     A file that cannot be read (empty, truncated, corrupt, non-finite numbers, no crystal in it) raises
     :class:`~diffase.errors.StructureReadError` naming the file and the problem; a crystal diffase cannot
-    use (disordered, unknown element...) raises its own error, with the file name in front.
+    use (disordered, unknown element...) raises its own error, with the file name in front; with
+    ``keep_refused`` it is returned in place of its ``Structure`` instead, so one bad row of a table does not
+    stop the others.
     """
     if isinstance(source, (Structure, Atoms)):
         source = [source]
@@ -91,7 +95,7 @@ def read_structures(source, *, limit: int | None = None, **table_kw) -> list[tup
     if not path.exists():
         raise FileNotFoundError(f"no such structure file: {path}")
     try:
-        named = _read_file(path, limit, table_kw)
+        named = _read_file(path, limit, keep_refused, table_kw)
     except InvalidStructureError as err:  # unusable numbers (NaN coordinates, no volume): a reading problem
         raise StructureReadError(f"{path}: {err}") from err
     except DiffaseError as err:  # disordered, unknown element...: keeps its class, gains where it came from
@@ -105,20 +109,31 @@ def read_structures(source, *, limit: int | None = None, **table_kw) -> list[tup
     return named
 
 
-def _read_file(path: Path, limit: int | None, table_kw: dict) -> list[tuple[str, Structure]]:
+def _read_file(path: Path, limit: int | None, keep_refused: bool, table_kw: dict) -> list[tuple[str, Structure]]:
     """The crystals of one file, by its suffix (see :func:`read_structures`)."""
     suffix = _suffix(path)
     if suffix in TABLE_SUFFIXES:
-        return read_table(path, limit=limit, **table_kw)
+        return read_table(path, limit=limit, keep_refused=keep_refused, **table_kw)
     if suffix == ".db":
-        return read_ase_db(path, limit=limit)
+        return read_ase_db(path, limit=limit, keep_refused=keep_refused)
     if suffix == ".cif":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return [(path.stem, to_structure(Structure.from_file(path), name=path.name))]
+            return [(path.stem, _crystal(Structure.from_file(path), path.name, keep_refused))]
     frames = ase_read(str(path), index=f":{limit}" if limit else ":")
     frames = frames if isinstance(frames, list) else [frames]
-    return [(f"{path.stem}-{i}", to_structure(a, name=f"{path.name}[{i}]")) for i, a in enumerate(frames)]
+    return [(f"{path.stem}-{i}", _crystal(a, f"{path.name}[{i}]", keep_refused)) for i, a in enumerate(frames)]
+
+
+def _crystal(item, name: str, keep_refused: bool):
+    """``to_structure(item)``; with ``keep_refused`` the :class:`~diffase.errors.DiffaseError` that refuses it
+    is returned instead of raised."""
+    try:
+        return to_structure(item, name=name)
+    except DiffaseError as err:
+        if not keep_refused:
+            raise
+        return err
 
 
 def finite_or_none(value):

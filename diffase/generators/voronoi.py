@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from pymatgen.core import Structure
 
+from diffase.errors import HostTooDenseError
 from diffase.generators.guests import GUEST_MIN_DISTANCE, guest_species_list
 from diffase.generators.inpainting import GuestCandidate, with_guests
 
@@ -55,13 +56,14 @@ def voronoi_insertion(
 ) -> list[GuestCandidate]:
     """Greedy (beam) insertion of the requested guests into ``host`` at Voronoi sites, ranked by energy.
 
-    Returns up to ``beam_width`` complete arrangements, lowest MLIP energy first. Raises ``ValueError``
-    when the sites run out before every guest is placed (the host is too dense for this baseline).
+    Returns up to ``beam_width`` complete arrangements, lowest MLIP energy first. Raises
+    :class:`~diffase.errors.HostTooDenseError` (a ``ValueError``) when the sites run out before every guest is
+    placed (the host is too dense for this baseline).
     """
     order = guest_species_list(guests)
     frac_sites = voronoi_sites(host, next(iter(guests))) if sites is None else sites
     if len(frac_sites) == 0:
-        raise ValueError(f"no Voronoi interstitial sites found in {host.composition.reduced_formula}")
+        raise HostTooDenseError(f"no Voronoi interstitial sites found in {host.composition.reduced_formula}")
     beam: list[tuple[float, list[int]]] = [(0.0, [])]  # (energy, chosen site indices)
     for step, z in enumerate(order):
         trials, owners = [], []
@@ -74,7 +76,7 @@ def voronoi_insertion(
                 trials.append(trial.structure)
                 owners.append(chosen + [int(i)])
         if not trials:
-            raise ValueError(
+            raise HostTooDenseError(
                 f"Voronoi baseline: no free site left for guest {step + 1} of {len(order)} in "
                 f"{host.composition.reduced_formula} (sites closer than {min_distance} Angstrom are excluded)")
         energies = np.asarray(energy_fn(trials), dtype=float)

@@ -138,6 +138,11 @@ def train_site_model(
                                 [r[F.BADER_CHARGE] for r in train_records])
     grid, sigma = items[0]["dos_grid"], items[0]["dos_sigma"]
     state = read_resume_state(out_dir)
+    names = {part: [it["name"] for it in split[part]] for part in split}
+    if state is not None and state.get("train", {}).get("split") != names:
+        raise ValueError(f"{out_dir} was trained on another split of the labels (the label folder {labels} changed "
+                         "since the run started, or the split settings did); resuming would test on training "
+                         "materials: start a new output folder")
     if state is not None:
         net_config = SiteNetConfig(**state["model_config"])
     else:
@@ -158,7 +163,7 @@ def train_site_model(
     meta = {
         "data": str(labels), "val_data": None, "n_labels": len(items),
         "n_labels_with_bader": sum(bool(np.isfinite(it["record"][F.BADER_CHARGE]).all()) for it in items),
-        "split": {part: [it["name"] for it in split[part]] for part in split},
+        "split": names,
         "n_train": len(split["train"]), "n_val": len(split["val"]), "n_test": len(split["test"]),
         "n_parameters": sum(p.numel() for p in net.parameters()),
         "hardware": hardware_info(dev, threads), "objective": asdict(config),
