@@ -207,3 +207,19 @@ def test_a_bad_row_of_a_table_is_skipped_alone_and_names_stay_unique(host, tiny_
     host.to(filename=str(tmp_path / "A-2.cif"))
     names = [n for n, _ in read_hosts([str(tmp_path / "d1"), str(tmp_path / "d2"), str(tmp_path / "A-2.cif")])]
     assert len({n.lower() for n in names}) == 3, names
+
+
+def test_a_host_is_seeded_by_its_place_in_the_users_list_not_among_accepted_hosts(host, tiny_model_path):
+    """[refused, H] and [other, H] give H the same samples (both seed it as host 1); seeding by the position
+    among accepted hosts would give it host 0's streams in the first call."""
+    disordered = Structure(host.lattice, [{"O": 0.5, "F": 0.5}] * len(host), host.frac_coords)
+    other = hosts_of_three_sizes(host)[1]
+    t = InpaintIntercalantTransformation("Mg", count=2, n_samples=2, model=tiny_model_path, relax=False,
+                                         device="cpu", deduplicate=False, num_levels=8, n_resample=2,
+                                         jump_length=2, n_corrector=1)
+    after_refused = t.apply_to_hosts([disordered, host])[1].ranked
+    after_other = t.apply_to_hosts([other, host])[1].ranked
+    first = t.apply_to_hosts([host])[0].ranked
+    energies = [r["energy_per_atom"] for r in after_refused]
+    assert energies == pytest.approx([r["energy_per_atom"] for r in after_other])
+    assert energies != pytest.approx([r["energy_per_atom"] for r in first])
