@@ -171,12 +171,12 @@ class InpaintIntercalantTransformation(AbstractTransformation):
         return prepare_hosts(host, self.guest, self.count, self.concentration)
 
     def screen_hosts(self, hosts: Sequence[StructureLike | Exception]) -> tuple[list[int], list[Structure],
-                                                                               list[dict[str, int]], dict[int, Exception]]:
+                                                                               dict[int, Exception]]:
         """Check each host on its own (:meth:`prepare`, then the score model's elements): returns the indices
-        of the accepted hosts, their structures and guest counts, and ``{index: error}`` for the refused ones
-        (an ``Exception`` in ``hosts``, e.g. a file that could not be read, is refused as it is). When every
-        host is refused the first error is raised, so a single bad host fails as :meth:`prepare` does."""
-        accepted, structures, guests, refused = [], [], [], {}
+        of the accepted hosts, their structures, and ``{index: error}`` for the refused ones (an ``Exception``
+        in ``hosts``, e.g. a file that could not be read, is refused as it is). When every host is refused the
+        first error is raised, so a single bad host fails as :meth:`prepare` does."""
+        accepted, structures, refused = [], [], {}
         for i, h in enumerate(hosts):
             try:
                 if isinstance(h, Exception):
@@ -188,10 +188,9 @@ class InpaintIntercalantTransformation(AbstractTransformation):
                 continue
             accepted.append(i)
             structures.append(s)
-            guests.append(g)
         if not accepted and refused:
             raise next(iter(refused.values()))
-        return accepted, structures, guests, refused
+        return accepted, structures, refused
 
     def check_model_elements(self, hosts: Sequence[Structure], guests: Sequence[dict[str, int]]) -> None:
         """Load the score model (once per process and device) and refuse, before any sampling, hosts or guests
@@ -205,8 +204,9 @@ class InpaintIntercalantTransformation(AbstractTransformation):
         known = load_model(self.model, self.device).elements
         check_elements([inpainting_record(h, g) for h, g in zip(hosts, guests)], set(known) if known else None)
 
-    def iter_candidates(self, host: StructureLike | Sequence[StructureLike], *, skip: Collection[tuple[int, int]] = (),
-                        host_ids: Sequence[int] | None = None, progress: bool = False, on_batch: Callable[[int, list[GuestCandidate]], None] | None = None,
+    def iter_candidates(self, host: StructureLike | Sequence[StructureLike], *,
+                        skip: Collection[tuple[int, int]] = (), host_ids: Sequence[int] | None = None,
+                        progress: bool = False, on_batch: Callable[[int, list[GuestCandidate]], None] | None = None,
                         on_failure: Callable[[str, Exception], None] | None = None) -> Iterator[GuestCandidate]:
         """Unevaluated candidates of one host or a list of hosts, as they are generated (the diffusion samples
         of all hosts in shared batches first, then the baseline host by host); ``candidate.host_index`` is the
@@ -275,9 +275,7 @@ class InpaintIntercalantTransformation(AbstractTransformation):
             raise NoValidCandidateError(no_valid_candidate_reason(results, host.composition.reduced_formula))
         if return_ranked_list is False:
             return ranked[0]["structure"]
-        if return_ranked_list is True:
-            return ranked
-        return ranked[: max(1, int(return_ranked_list))]
+        return _top(ranked, return_ranked_list)
 
     def apply_to_hosts(self, hosts: Sequence[StructureLike], return_ranked_list: bool | int = True, *,
                        progress: bool = False) -> list[HostResult]:
@@ -285,32 +283,34 @@ class InpaintIntercalantTransformation(AbstractTransformation):
         batches (``batch_size`` crystals, ``max_atoms`` atoms), so a GPU is kept busy. A host that is refused
         (disordered, an element the model never saw, no room...) or gives no valid candidate gets a
         :class:`HostResult` with the ``error`` and does not stop the others. Sample ``s`` of the ``h``-th host
-        in ``hosts`` is seeded by ``(seed, h, s)`` alone: its candidates do not depend on the other hosts or on how the
-        samples are batched, up to floating-point rounding (the first host gets what ``apply_transformation``
-        gives it).
+        in ``hosts`` is seeded by ``(seed, h, s)`` alone: its candidates do not depend on the other hosts or on
+        how the samples are batched, up to floating-point rounding (the first host gets what
+        ``apply_transformation`` gives it).
 
         ``return_ranked_list``: True -> every valid candidate per host; an int k -> the k best.
         """
-        accepted, structures, _, refused = self.screen_hosts(list(hosts))
-        results: dict[int, list[dict]] = {i: [] for i in accepted}
-        failed: dict[int, str] = {}
+        accepted, structures, refused = self.screen_hosts(list(hosts))
+        results: list[list[dict]] = [[] for _ in accepted]
+        stopped = ""  # why candidate generation stopped early, if it did
         try:
             for cand in self.iter_candidates(structures, host_ids=accepted, progress=progress):
-                results[accepted[cand.host_index]].append(self.evaluate(cand))
+                results[cand.host_index].append(self.evaluate(cand))
         except DiffaseError as err:  # every method failed (or the only one): each host without results says why
-            failed = dict.fromkeys(accepted, str(err))
-        out = []
-        for i in range(len(hosts)):
-            if i in refused:
-                out.append(HostResult(i, error=str(refused[i])))
-                continue
-            ranked = rank_results(results[i], deduplicate=self.deduplicate)
-            if not ranked:
-                formula = structures[accepted.index(i)].composition.reduced_formula
-                out.append(HostResult(i, error=failed.get(i) or no_valid_candidate_reason(results[i], formula)))
-                continue
-            out.append(HostResult(i, ranked if return_ranked_list is True else ranked[: max(1, int(return_ranked_list))]))
-        return out
+            stopped = str(err)
+        out = [HostResult(i, error=str(err)) for i, err in refused.items()]
+        for i, structure, rows in zip(accepted, structures, results):
+            ranked = rank_results(rows, deduplicate=self.deduplicate)
+            if ranked:
+                out.append(HostResult(i, _top(ranked, return_ranked_list)))
+            else:
+                formula = structure.composition.reduced_formula
+                out.append(HostResult(i, error=stopped or no_valid_candidate_reason(rows, formula)))
+        return sorted(out, key=lambda r: r.host_index)
+
+
+def _top(ranked: list[dict], return_ranked_list: bool | int) -> list[dict]:
+    """All of ``ranked`` for True, else its ``return_ranked_list`` best (at least one)."""
+    return ranked if return_ranked_list is True else ranked[: max(1, int(return_ranked_list))]
 
 
 @dataclass

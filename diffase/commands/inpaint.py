@@ -15,8 +15,8 @@ element the model never saw, no room) is reported and skipped; the others go on.
 straight into ``--out`` as before.
 
 Re-running the same command resumes (host by host; a host's samples are seeded by its position in the
-list of hosts, which its ``settings.json`` records): finished candidates are not redone and finished diffusion samples are
-not sampled again. Sample ``i`` is seeded by ``(seed, i)`` alone, so a resumed run, or one grown from 2 to 3
+list of hosts, which its ``settings.json`` records): finished candidates are not redone and finished
+diffusion samples are not sampled again. Sample ``i`` is seeded by ``(seed, i)`` alone, so a resumed run, or one grown from 2 to 3
 samples, gives the same samples as a fresh run with the final ``--samples``. ``settings.json`` records what
 identifies the run (host content, guest, count, method, model and its checkpoint hash, sampler and relaxation
 settings): a re-run with any of them changed is refused, naming them, before anything is sampled or written
@@ -79,8 +79,8 @@ def _finished(path: Path) -> list[dict]:
 def run_settings(host, t) -> dict:
     """What identifies an inpainting run in its ``settings.json``: the host's content (formula and
     :func:`~diffase.resume.structure_fingerprint`, not its file name), the model (name and checkpoint SHA-256)
-    and every transformation argument but the device and batch sizes (speed, not samples); the number of samples too, except for
-    ``--method diffusion``, whose samples are seeded one by one so a folder can grow. ``--method voronoi``
+    and every transformation argument but the device and batch sizes (speed, not samples); the number of
+    samples too, except for ``--method diffusion``, whose samples are seeded one by one so a folder can grow. ``--method voronoi``
     uses no score model, so none is recorded (nor required)."""
     from diffase.resume import model_fingerprint, structure_fingerprint
 
@@ -146,7 +146,7 @@ def run(args) -> int:
         num_levels=args.levels, n_resample=args.resample, jump_length=args.jump, n_corrector=args.corrector,
         snr=args.snr, fmax=args.fmax, seed=args.seed, device=args.device, batch_size=args.batch_size,
         max_atoms=args.batch_atoms)
-    accepted, hosts, _, refused = t.screen_hosts([item for _, item in named])
+    accepted, hosts, refused = t.screen_hosts([item for _, item in named])
     out = Path(args.out)
     single = len(named) == 1
     folders = [out if single else out / named[i][0] for i in accepted]

@@ -121,11 +121,11 @@ def inpaint_guests(
     ``hosts``/``guests`` come from :func:`prepare_hosts`. ``model`` is a name/path for
     :func:`diffase.load_model` or a loaded :class:`~diffase.generators.score_model.ScoreModel`. Samples of
     all hosts are batched together (up to ``settings.batch_size`` crystals and ``settings.max_atoms`` atoms per
-    network call). Sample ``s`` of host
-    ``h`` draws from its own random stream seeded by ``(seed, h, s)`` alone, so it comes out the same in a
-    run of any ``n_samples`` and batch size, and a resumed run skips the ``(host index, sample index)``
-    pairs in ``skip``. ``host_ids`` replace the host positions ``h`` in the seeds (e.g. a host's index in
-    the user's list before refused hosts were dropped). ``on_batch(offset, candidates)`` is called with each batch before it is yielded.
+    network call). Sample ``s`` of host ``h`` draws from its own random stream seeded by ``(seed, h, s)``
+    alone, so it comes out the same in a run of any ``n_samples`` and batch size, and a resumed run skips the
+    ``(host index, sample index)`` pairs in ``skip``. ``host_ids`` replace the host positions ``h`` in the
+    seeds (e.g. a host's index in the user's list before refused hosts were dropped).
+    ``on_batch(offset, candidates)`` is called with each batch before it is yielded.
     """
     from diffase.generators import load_model
     from diffase.runtime import child_seed
@@ -144,8 +144,8 @@ def inpaint_guests(
         raise ValueError(f"{len(ids)} host ids for {len(hosts)} hosts")
     seeds = None if seed is None else [child_seed(seed, ids[h], s) for h, s in jobs]
     batches = score_model.sample_positions(
-        records, batch_size=settings.batch_size, max_atoms=settings.max_atoms, n_corrector=settings.n_corrector, snr=settings.snr,
-        jump_length=settings.jump_length, n_resample=settings.n_resample, num_levels=settings.num_levels,
+        records, batch_size=settings.batch_size, max_atoms=settings.max_atoms, n_corrector=settings.n_corrector,
+        snr=settings.snr, jump_length=settings.jump_length, n_resample=settings.n_resample, num_levels=settings.num_levels,
         seeds=seeds, progress=progress,
     )
     for first, results in batches:
