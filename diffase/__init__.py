@@ -18,6 +18,7 @@ _LAZY = {
     "list_models": "diffase.hub",
     "InpaintIntercalantTransformation": "diffase.transformations",
     "inpaint_atoms": "diffase.transformations",
+    "DOSConditionedGenerator": "diffase.generators.dos_conditioned",
     "get_calculator": "diffase.calculators",
     "relax": "diffase.simulate.relax",
 }

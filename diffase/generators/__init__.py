@@ -33,3 +33,11 @@ def load_model(name: str | os.PathLike = hub.DEFAULT_SCORE_MODEL, device: str | 
         raise ValueError(f"{ckpt['path']}: unknown checkpoint kind {ckpt['kind']!r}")
 
     return hub.cached(name, dev, build)
+
+
+def __getattr__(name: str):
+    if name == "DOSConditionedGenerator":  # imported on first use: importing diffase.generators loads no pymatgen
+        from diffase.generators.dos_conditioned import DOSConditionedGenerator
+
+        return DOSConditionedGenerator
+    raise AttributeError(f"module 'diffase.generators' has no attribute {name!r}")
