@@ -4,8 +4,10 @@ A recipe is a JSON object with these keys (all but ``model`` optional):
 
 * ``model``: ``"score"`` (:func:`~diffase.train.score_trainer.train_score_model`; several devices:
   :func:`~diffase.train.lightning.train_score_model_lightning`), ``"joint"``
-  (:func:`~diffase.train.joint_trainer.train_joint_model`, one device) or ``"site-labels"`` (the site-DOS and
+  (:func:`~diffase.train.joint_trainer.train_joint_model`, one device), ``"site-labels"`` (the site-DOS and
   Bader predictor, :func:`~diffase.train.site_trainer.train_site_model`; ``train`` is a DFT label folder, split by
+  material inside, no ``val``) or ``"dos-autoencoder"`` (the atomic-DOS autoencoder,
+  :func:`~diffase.train.dos_autoencoder_trainer.train_dos_autoencoder`; ``train`` is a DFT label folder, split by
   material inside, no ``val``);
 * ``train``, ``val``: data paths (relative paths are read from the current directory); ``out``: run folder;
   ``labels``: label CSV of a conditional joint model;
@@ -32,7 +34,9 @@ from pathlib import Path
 
 #: Network settings a recipe must not give: the trainer sets them from the data.
 _FROM_DATA = {"score": {"avg_num_neighbors"}, "joint": {"num_elements", "conditions", "node_fields"},
-              "site-labels": {"avg_num_neighbors", "dos_points"}}
+              "site-labels": {"avg_num_neighbors", "dos_points"}, "dos-autoencoder": {"dos_points", "e_min", "e_max"}}
+#: Recipe models trained on one DFT label folder, split by material inside (no ``val``).
+_LABEL_FOLDER_MODELS = ("site-labels", "dos-autoencoder")
 
 
 @dataclass
@@ -68,8 +72,13 @@ def _accepted(model: str) -> dict[str, set[str]]:
         from diffase.train.site_trainer import SiteTrainConfig
 
         net, process, loop = SiteNetConfig, set(), SiteTrainConfig
+    elif model == "dos-autoencoder":
+        from diffase.nn.dos_autoencoder import DosAutoencoderConfig
+        from diffase.train.dos_autoencoder_trainer import DosAutoencoderTrainConfig
+
+        net, process, loop = DosAutoencoderConfig, set(), DosAutoencoderTrainConfig
     else:
-        raise ValueError(f"recipe model must be 'score', 'joint' or 'site-labels', got {model!r}")
+        raise ValueError(f"recipe model must be 'score', 'joint', 'site-labels' or 'dos-autoencoder', got {model!r}")
     return {"model_config": {f.name for f in fields(net)} - _FROM_DATA[model], "process": process,
             "config": {f.name for f in fields(loop)}}
 
@@ -94,7 +103,7 @@ def load_recipe(path: str | Path) -> Recipe:
         raise ValueError(f"recipe {path}: unknown key(s) {', '.join(map(repr, unknown))}; "
                          f"known: {', '.join(f.name for f in fields(Recipe))}")
     if "model" not in data:
-        raise ValueError(f"recipe {path}: no 'model' ('score', 'joint' or 'site-labels')")
+        raise ValueError(f"recipe {path}: no 'model' ('score', 'joint', 'site-labels' or 'dos-autoencoder')")
     return check_recipe(Recipe(**data))
 
 
@@ -109,10 +118,19 @@ def train_recipe(recipe: Recipe, *, train=None, val=None, out=None, overrides: d
     """
     recipe = check_recipe(replace(recipe, config={**recipe.config, **(overrides or {})}))
     train, val, out = train or recipe.train, val or recipe.val, out or recipe.out
-    if recipe.model == "site-labels":
+    if recipe.model in _LABEL_FOLDER_MODELS:
         if train is None or out is None or devices > 1:
-            raise ValueError("a site-labels recipe trains on one device and needs a DFT label folder ('train') and "
-                             "a run folder ('out'); its validation materials are split off the folder")
+            raise ValueError(f"a {recipe.model} recipe trains on one device and needs a DFT label folder ('train') "
+                             "and a run folder ('out'); its validation materials are split off the folder")
+        if recipe.model == "dos-autoencoder":
+            from diffase.train.dos_autoencoder_trainer import (
+                DosAutoencoderTrainConfig,
+                train_dos_autoencoder,
+            )
+
+            return train_dos_autoencoder(train, out, model_config=recipe.model_config,
+                                         config=DosAutoencoderTrainConfig(**recipe.config), device=device,
+                                         num_threads=num_threads, progress=progress)
         from diffase.train.site_trainer import SiteTrainConfig, train_site_model
 
         return train_site_model(train, out, model_config=recipe.model_config, config=SiteTrainConfig(**recipe.config),
