@@ -6,6 +6,12 @@ Example: ``diffase generate --n 100 --out gen.extxyz --condition band_gap=2.0 --
 levels, batch size and seed; a re-run into the same file with any of them changed is refused before the model
 is loaded, naming them (:mod:`diffase.resume`); ``--n`` may change. At the end the crystals in the file are
 counted structurally valid or not, as the evaluation does (:func:`diffase.analysis.validity.structure_valid`).
+
+``--descriptors`` (a model with descriptor fields, e.g. Bader charges or atomic-DOS latents): the per-site
+descriptors are per-atom extxyz arrays (``bader_charge`` e, ``atomic_dos`` states/eV on the autoencoder's grid,
+``ados_latent``, ``dummy_descriptor``; the library writes them for every such model) and a per-crystal summary
+``<out>.descriptors.csv`` is written at the end (:mod:`diffase.analysis.descriptor_summary`: formula, n_atoms,
+total charge, DOS at E_F, ...). A structure-only model is refused with this flag.
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--descriptors", action="store_true",
+                   help="model with descriptor fields: per-site descriptors as per-atom extxyz arrays plus a "
+                        "per-crystal summary <out>.descriptors.csv")
     p.set_defaults(func=run)
 
 
@@ -64,6 +73,9 @@ def run(args) -> int:
     if not isinstance(model, JointModel):
         raise ValueError(f"{args.model} is not a joint (types, coordinates, lattice) model; "
                          "`diffase generate` needs one (see `diffase models`)")
+    if args.descriptors and not model.descriptor_keys:
+        raise ValueError(f"--descriptors: {args.model} generates the structure only (no descriptor fields); use a "
+                         "joint model trained with descriptor_fields (e.g. bader_charge, ados_latent) or drop the flag")
     write_settings(settings_path, settings)
     try:
         result = model.generate(args.n, out, batch_size=args.batch_size, seed=args.seed, num_atoms=args.num_atoms,
@@ -77,7 +89,24 @@ def run(args) -> int:
     print(f"wrote {result['written']} crystals to {result['path']} ({result['invalid']} invalid samples with "
           f"undecided atom types skipped); structurally valid: {n_valid} of {n_read} (no two atoms closer than "
           f"{MIN_DISTANCE} Angstrom, cell volume >= 0.1 Angstrom^3, as the evaluation counts)")
+    if args.descriptors:
+        summary = write_descriptor_summary(model, out)
+        print(f"per-site descriptors in the per-atom arrays of {out}; per-crystal summary: {summary}")
     return 0
+
+
+def write_descriptor_summary(model, out) -> object:
+    """Write ``<out>.descriptors.csv`` (:func:`diffase.analysis.descriptor_summary.descriptor_rows`) and return
+    its path."""
+    import pandas as pd
+
+    from diffase.analysis.descriptor_summary import descriptor_rows
+    from diffase.generators.descriptor_decoding import AUTOENCODER_ENTRY, dos_decoder
+
+    grid = dos_decoder(model.meta).config.grid() if AUTOENCODER_ENTRY in model.meta else None
+    path = out.with_name(out.name + ".descriptors.csv")
+    pd.DataFrame(descriptor_rows(out, grid)).to_csv(path, index=False)
+    return path
 
 
 def structurally_valid(path) -> tuple[int, int]:

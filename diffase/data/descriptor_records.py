@@ -3,7 +3,9 @@
 Read from an electronic label folder (the files :class:`~diffase.data.electronic.dataset.ElectronicDataset`
 lists, read with :func:`~diffase.data.electronic.dataset.read_label`: version-2 files written by ``diffase label``
 hold Bader charges; version-1 files hold NaN there; labels predicted by ``diffase predict-labels`` hold them too
-and are marked: each record's ``label_source`` is ``"dft"`` or the predictor's name). Each crystal is put in
+and are marked: each record's ``label_source`` is ``"dft"`` or the predictor's name). The site DOS (``site_dos``,
+states/eV on the label grid) is read as a descriptor too (the atomic-DOS field encodes it); the control field
+``dummy_descriptor`` is not read but drawn (:func:`dummy_values`). Each crystal is put in
 its Niggli-reduced cell, as the joint pipeline feeds every crystal; the reduction keeps the site order, and the
 descriptors travel with their sites as pymatgen site properties. Grid fields are not carried: a density grid is
 laid along the stored cell and would need regridding with the reduction.
@@ -11,6 +13,7 @@ laid along the stored cell and would need regridding with the reduction.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,32 +29,51 @@ from diffase.data.electronic.dataset import (
 from diffase.data.structures import structure_to_record
 
 #: Per-site descriptor fields and the label-file key that holds them.
-_LABEL_KEYS = {F.BADER_CHARGE: "bader", F.HIRSHFELD_CHARGE: "hirshfeld"}
+_LABEL_KEYS = {F.BADER_CHARGE: "bader", F.HIRSHFELD_CHARGE: "hirshfeld", F.SITE_DOS: "dos"}
+#: Seed of the control field's values (:func:`dummy_values`).
+DUMMY_SEED = 0
+
+
+def dummy_values(material_id: str, n_sites: int, seed: int = DUMMY_SEED) -> np.ndarray:
+    """The control field of a crystal: (n_sites,) draws of N(0, 1), one per site in label order, from a generator
+    seeded by ``seed`` and the CRC-32 of ``material_id`` (the same crystal and seed give the same values on every
+    machine; no physics in them)."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(str(material_id).encode())]))
+    return rng.standard_normal(int(n_sites))
+
+
+def _label_values(label: dict, key: str, n_sites: int) -> np.ndarray:
+    """Per-site values of ``key`` in a label (NaN when the file lacks them); the control field drawn."""
+    if key == F.DUMMY_DESCRIPTOR:
+        return dummy_values(label["material_id"], n_sites)
+    name = _LABEL_KEYS[key]
+    return np.asarray(label[name], dtype=np.float64) if name in label else np.full(n_sites, np.nan)
 
 
 def load_descriptor_records(folder: str | Path, keys: Sequence[str], *, limit: int | None = None
                             ) -> tuple[list[dict], list[str], int]:
-    """Records (Niggli-reduced, with ``keys`` as (n_atoms,) arrays) and names of the label files in ``folder``
+    """Records (Niggli-reduced, with ``keys`` as (n_atoms, ...) arrays) and names of the label files in ``folder``
     whose every key is known at every site, and the number of files skipped for lacking them. Each record's
     ``label_source`` says where its labels come from: ``"dft"`` or the name of the predictor that wrote them.
 
-    ``keys``: node fields of the labels, e.g. ``["bader_charge"]`` (e). ``limit``: keep at most this many
-    records. Raises ``ValueError`` when no file has them all.
+    ``keys``: node fields of the labels, e.g. ``["bader_charge"]`` (e), ``["site_dos"]`` (n_atoms, P) states/eV,
+    or ``["dummy_descriptor"]``. ``limit``: keep at most this many records. Raises ``ValueError`` when no file
+    has them all.
     """
-    bad = [k for k in keys if k not in _LABEL_KEYS]
+    bad = [k for k in keys if k not in _LABEL_KEYS and k != F.DUMMY_DESCRIPTOR]
     if bad:
-        raise ValueError(f"no per-site label for {bad}; known: {', '.join(_LABEL_KEYS)}")
+        raise ValueError(f"no per-site label for {bad}; known: {', '.join([*_LABEL_KEYS, F.DUMMY_DESCRIPTOR])}")
     files = ElectronicDataset(folder).files
     records, names, skipped = [], [], 0
     for path in files:
         if limit is not None and len(records) >= limit:
             break
         label = read_label(path)
-        values = {k: np.asarray(label[_LABEL_KEYS[k]], dtype=np.float64) for k in keys}
+        structure = label_structure(label)
+        values = {k: _label_values(label, k, len(structure)) for k in keys}
         if not all(np.isfinite(v).all() for v in values.values()):
             skipped += 1
             continue
-        structure = label_structure(label)
         for k, v in values.items():
             structure.add_site_property(k, list(v))
         reduced = structure.get_reduced_structure()
@@ -62,6 +84,6 @@ def load_descriptor_records(folder: str | Path, keys: Sequence[str], *, limit: i
         names.append(label["material_id"])
     if not records:
         raise ValueError(f"none of the {len(files)} label files in {folder} has {', '.join(keys)} at every site "
-                         "(version-1 labels carry no Bader charges); label structures with `diffase label` first, "
-                         "or train without the descriptor field")
+                         "(version-1 labels carry no Bader charges; a label without 'dos' has no site DOS); label "
+                         "structures with `diffase label` first, or train without the descriptor field")
     return records, names, skipped

@@ -43,10 +43,13 @@ SITE_DOS = "site_dos"  #: (n_atoms, n_energies) float, site DOS summed over spin
 BADER_CHARGE = "bader_charge"  #: (n_atoms,) float, Bader charge, e (positive = electron loss; NaN = unknown)
 HIRSHFELD_CHARGE = "hirshfeld_charge"  #: (n_atoms,) float, Hirshfeld charge, e (positive = electron loss)
 CHARGE_DENSITY = "charge_density"  #: (n_crystals, N, N, N) float, valence density on the cell grid, e/Angstrom^3
-NODE_FIELDS = NODE_FIELDS | {SITE_DOS, BADER_CHARGE, HIRSHFELD_CHARGE}
+ADOS_LATENT = "ados_latent"  #: (n_atoms, d) float in [-1, 1], atomic-DOS autoencoder latent of each site (d = 30)
+ATOMIC_DOS = "atomic_dos"  #: (n_atoms, P) float, atomic DOS decoded from ``ados_latent``, states/eV, autoencoder grid
+DUMMY_DESCRIPTOR = "dummy_descriptor"  #: (n_atoms,) float, random per-site control variable (no physics), N(0, 1)
+NODE_FIELDS = NODE_FIELDS | {SITE_DOS, BADER_CHARGE, HIRSHFELD_CHARGE, ADOS_LATENT, ATOMIC_DOS, DUMMY_DESCRIPTOR}
 #: Per-site descriptors that travel with their sites out of diffase: pymatgen ``site_properties`` and ASE
 #: ``atoms.arrays`` under the same names (:func:`diffase.data.structures.record_to_structure`).
-SITE_DESCRIPTORS = frozenset({BADER_CHARGE, HIRSHFELD_CHARGE, SITE_DOS})
+SITE_DESCRIPTORS = frozenset({BADER_CHARGE, HIRSHFELD_CHARGE, SITE_DOS, ADOS_LATENT, ATOMIC_DOS, DUMMY_DESCRIPTOR})
 
 # --- grid fields: one (G, G, G) grid per crystal, shape (n_crystals, G, G, G) ------------------------
 GRID_FIELDS = frozenset({CHARGE_DENSITY})

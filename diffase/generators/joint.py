@@ -18,7 +18,8 @@ score function (:mod:`diffase.diffusion.guidance`). The checkpoint records the f
 * ``generate(n, path, ...)``: ``sample`` streamed to an extxyz file batch by batch, resumable.
 
 Every method yields one list of records per batch (``atomic_numbers``, ``pos`` Angstrom, ``cell``,
-``frac_coords``, ``valid``, plus each descriptor field, e.g. ``bader_charge`` (n,) e): a crystal in which a
+``frac_coords``, ``valid``, plus each descriptor field, e.g. ``bader_charge`` (n,) e, and ``atomic_dos`` (n, P)
+states/eV decoded from ``ados_latent``): a crystal in which a
 mask token is left is returned with ``valid=False`` and atomic number 0 at the masked sites (never a made-up
 element); :func:`diffase.data.structures.record_to_structure` refuses it, and puts descriptors into
 ``site_properties``.
@@ -46,6 +47,7 @@ from diffase.diffusion.field_registry import FieldRegistry
 from diffase.diffusion.guidance import guided_score_fn
 from diffase.diffusion.sampler import sample
 from diffase.diffusion.schedules import monotone_schedule
+from diffase.generators.descriptor_decoding import decode_descriptors, decoder_entries
 from diffase.generators.joint_fields import (
     STRUCTURE_FIELDS,
     descriptor_row_shapes,
@@ -137,6 +139,7 @@ class JointModel:
         return cls(net, fields_from_checkpoint(ckpt), ckpt["elements"], ckpt["num_atoms_counts"], device, meta)
 
     def to_checkpoint(self, **extra) -> dict:
+        extra = {**decoder_entries(self.meta), **extra}  # the autoencoder decoding ados_latent, if any
         return make_checkpoint(self.net, self.fields, self.elements, self.num_atoms_counts, **extra)
 
     @property
@@ -216,7 +219,7 @@ class JointModel:
             z, valid = decode_tokens(rec[F.TYPE_TOKENS], self.elements)
             records.append({F.ATOMIC_NUMBERS: z, F.FRAC_COORDS: frac, F.POSITIONS: frac @ cell, F.CELL: cell,
                             "valid": valid, **{k: rec[k].astype(np.float64) for k in self.descriptor_keys}})
-        return records
+        return decode_descriptors(records, self.meta)  # ados_latent -> atomic_dos (states/eV)
 
     def _check_guidance(self, conditions, guidance_scale) -> float:
         if conditions:

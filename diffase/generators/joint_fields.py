@@ -9,6 +9,12 @@ stored in its checkpoint.
 * ``"bader_charge"``: the Bader charge of every site, e (positive = electron loss), diffused with a DDPM
   beside A/X/L (Okuda, Takahara & Mizoguchi 2026), sampled under progressive charge neutrality
   (:class:`~diffase.diffusion.constraints.ChargeNeutrality`), so each generated crystal has zero total charge.
+* ``"ados_latent"``: the atomic-DOS latent of every site, (n_atoms, 30) in [-1, 1]: the encoder of a frozen
+  atomic-DOS autoencoder (:mod:`diffase.nn.dos_autoencoder`) applied to the site DOS labels, diffused with a DDPM,
+  sampled under the progressive range restriction (:class:`~diffase.diffusion.constraints.LatentRange`); the
+  generator decodes it to ``atomic_dos`` (states/eV on the autoencoder's grid).
+* ``"dummy_descriptor"``: a random per-site scalar with no physics (N(0, 1), seeded per crystal and site:
+  :func:`diffase.data.descriptor_records.dummy_values`), diffused the same way: the control of the ablation.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from diffase.data import fields as F
-from diffase.diffusion.constraints import ChargeNeutrality
+from diffase.diffusion.constraints import ChargeNeutrality, LatentRange
 from diffase.diffusion.d3pm import AbsorbingD3PM
 from diffase.diffusion.ddpm import DDPM, LatticeDDPM
 from diffase.diffusion.field_registry import DiffusedField, FieldRegistry
@@ -38,8 +44,24 @@ def bader_field(loss_weight: float = 1.0, neutrality_power: float = 1.0) -> Diff
                          ChargeNeutrality(F.BADER_CHARGE, neutrality_power))
 
 
+#: Dimension of the atomic-DOS latent (the autoencoder's ``latent_dim``, 30 in the paper).
+ADOS_LATENT_DIM = 30
+
+
+def ados_field(loss_weight: float = 1.0, range_power: float = 1.0) -> DiffusedField:
+    """Per-site atomic-DOS latents (n_atoms, 30) in [-1, 1]: DDPM, range restriction with strength
+    ``(1 - t)^range_power``."""
+    return DiffusedField("ados_latent", DDPM(key=F.ADOS_LATENT, row_shape=(ADOS_LATENT_DIM,)), loss_weight,
+                         LatentRange(F.ADOS_LATENT, range_power))
+
+
+def dummy_field(loss_weight: float = 1.0) -> DiffusedField:
+    """A random per-site scalar (n_atoms,) with no physics, DDPM, no constraint: the ablation's control field."""
+    return DiffusedField("dummy_descriptor", DDPM(key=F.DUMMY_DESCRIPTOR), loss_weight)
+
+
 #: Descriptor fields by name: a function of the loss weight returning the field.
-DESCRIPTOR_FIELDS = {"bader_charge": bader_field}
+DESCRIPTOR_FIELDS = {"bader_charge": bader_field, "ados_latent": ados_field, "dummy_descriptor": dummy_field}
 
 
 def descriptor_fields(weights: dict[str, float] | None) -> list[DiffusedField]:

@@ -31,7 +31,6 @@ from pymatgen.core import Element
 from diffase.data import fields as F
 from diffase.data.batch import to_device
 from diffase.data.dataset import load_records
-from diffase.data.descriptor_records import load_descriptor_records
 from diffase.data.structures import record_to_structure
 from diffase.diffusion.field_registry import FieldRegistry
 from diffase.diffusion.guidance import training_dropout
@@ -50,6 +49,7 @@ from diffase.hub import read_checkpoint
 from diffase.nn.conditioning import ConditionSpec
 from diffase.nn.joint_denoiser import JointDenoiser, JointDenoiserConfig
 from diffase.runtime import configure_threads, resolve_device
+from diffase.train.descriptor_labels import DescriptorLabels
 from diffase.train.loop import LoopConfig, hardware_info, read_resume_state, train_loop
 
 #: Conditions computed from the structure itself, with their kind.
@@ -67,6 +67,7 @@ class JointTrainConfig(LoopConfig):
     weight_lattice: float = 1.0
     descriptor_fields: dict = field(default_factory=dict)  #: descriptor field name -> loss weight ({"bader_charge": 1})
     init_from: str | None = None  #: joint checkpoint (name or path) whose weights start a fresh run (fine-tuning)
+    dos_autoencoder: str | None = "ados-autoencoder"  #: frozen autoencoder encoding the ados_latent labels
     max_val: int | None = 1000  #: validation crystals (first N)
     conditions: list = field(default_factory=list)  #: condition names (label columns or COMPUTED_CONDITIONS)
 
@@ -203,10 +204,11 @@ def train_joint_model(
     threads = configure_threads(num_threads) if dev.type == "cpu" else None
     descriptors = descriptor_fields(config.descriptor_fields)
     keys = [f.key for f in descriptors]
+    descriptor_labels = DescriptorLabels(keys, config.dos_autoencoder)  # ados_latent: encoded site DOS
     skipped = val_skipped = 0
     if keys:
-        train_records, train_ids, skipped = load_descriptor_records(train_source, keys, limit=limit_train)
-        val_records, val_ids, val_skipped = load_descriptor_records(val_source, keys, limit=config.max_val)
+        train_records, train_ids, skipped = descriptor_labels.load(train_source, limit=limit_train)
+        val_records, val_ids, val_skipped = descriptor_labels.load(val_source, limit=config.max_val)
         predicted = Counter(r["label_source"] for r in train_records if r["label_source"] != "dft")
         if predicted:
             warnings.warn(f"{sum(predicted.values())} of the {len(train_records)} training labels were predicted "
@@ -253,7 +255,7 @@ def train_joint_model(
                           generator=generator)
 
     def checkpoint_fn(model, **extra):
-        return make_checkpoint(model, fields, elements, counts, **extra)
+        return make_checkpoint(model, fields, elements, counts, **descriptor_labels.checkpoint_entries(), **extra)
 
     meta = {
         "data": str(train_source), "val_data": str(val_source), "labels": str(labels) if labels else None,
