@@ -27,8 +27,9 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor())
+    with open("/proc/cpuinfo") as fh:
+        cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")),
+                   platform.processor())
     return (f"{cpu}, {os.cpu_count()} logical cores, load average {os.getloadavg()[0]:.2f} at start, "
             f"torch {torch.__version__} with {torch.get_num_threads()} thread(s)")
 
@@ -49,8 +50,8 @@ def main() -> None:
 
     from diffase import DOSConditionedGenerator
     from diffase.data.electronic.dataset import label_structure, read_label
-    from diffase.generators.dos_conditioned import dos_similarity
     from diffase.data.electronic.dos_targets import on_window
+    from diffase.generators.dos_conditioned import dos_similarity
 
     label = read_label(args.label)
     structure = label_structure(label)
