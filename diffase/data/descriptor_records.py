@@ -87,3 +87,67 @@ def load_descriptor_records(folder: str | Path, keys: Sequence[str], *, limit: i
                          "(version-1 labels carry no Bader charges; a label without 'dos' has no site DOS); label "
                          "structures with `diffase label` first, or train without the descriptor field")
     return records, names, skipped
+
+
+def load_site_dos_records(folders: Sequence[str | Path], spec: dict, *, exclude: Sequence[str] = (),
+                          only: Sequence[str] | None = None, limit: int | None = None) -> tuple[list[dict], list[str], dict]:
+    """Crystal records with the site DOS of each atom as the joint model's per-atom condition (``node_cond``).
+
+    ``folders``: label folders read in order (a DFT folder first, then e.g. one written by ``diffase
+    predict-labels``); a material already read from an earlier folder is not read again (the DFT label wins over
+    a predicted one). ``spec``: the model's node condition
+    (:func:`~diffase.generators.node_condition.site_dos_spec`): each label's DOS (states/eV, spin-summed, on its
+    ``dos_grid``) is resampled onto the spec's grid keeping the states per cell
+    (:func:`~diffase.generators.node_condition.resample_dos`) and transformed as the network sees it
+    (:func:`~diffase.generators.node_condition.apply_transform`). Crystals come Niggli-reduced, rows following
+    their sites. ``exclude``: material ids never read (held-out materials); ``only``: read only these.
+    Files whose DOS is not finite at every site are skipped.
+
+    Returns the records (each with ``label_source``: ``"dft"`` or the predictor's name, and ``dos_sigma``), their
+    material ids, and counts: ``{"sources": {source: n}, "skipped_bad_dos": n, "excluded": n, "duplicates": n,
+    "folders": {folder: n read}}``.
+    """
+    from diffase.data.electronic.dos import DEFAULT_SIGMA
+    from diffase.generators.node_condition import apply_transform, resample_dos
+
+    excluded_ids, wanted = set(exclude), None if only is None else set(only)
+    records, names, seen = [], [], set()
+    counts = {"sources": {}, "skipped_bad_dos": 0, "excluded": 0, "duplicates": 0, "folders": {}}
+    for folder in folders:
+        n_read = 0
+        for path in ElectronicDataset(folder).files:
+            if limit is not None and len(records) >= limit:
+                break
+            label = read_label(path)
+            mid = label["material_id"]
+            if mid in excluded_ids or (wanted is not None and mid not in wanted):
+                counts["excluded"] += mid in excluded_ids
+                continue
+            if mid in seen:
+                counts["duplicates"] += 1
+                continue
+            dos = np.asarray(label["dos"], dtype=np.float64)
+            if not np.isfinite(dos).all():
+                counts["skipped_bad_dos"] += 1
+                continue
+            structure = label_structure(label)
+            structure.add_site_property("_row", list(range(len(structure))))
+            reduced = structure.get_reduced_structure()
+            rows = np.asarray(reduced.site_properties["_row"], dtype=np.int64)
+            reduced.remove_site_property("_row")
+            values = resample_dos(label["dos_grid"], dos, spec["e_min"], spec["e_max"], int(spec["n_points"]))
+            record = structure_to_record(reduced)
+            record[F.NODE_COND] = apply_transform(spec, values[rows])
+            source = label.get(PREDICTED_KEY, "dft")
+            record["label_source"] = source
+            record["dos_sigma"] = float(label.get("dos_sigma", DEFAULT_SIGMA))  # version 1: GPAW width 0.1 eV
+            records.append(record)
+            names.append(mid)
+            seen.add(mid)
+            counts["sources"][source] = counts["sources"].get(source, 0) + 1
+            n_read += 1
+        counts["folders"][str(folder)] = n_read
+    if not records:
+        raise ValueError(f"no site-DOS labels read from {', '.join(map(str, folders))} "
+                         f"({counts['excluded']} held out, {counts['skipped_bad_dos']} without a finite DOS)")
+    return records, names, counts

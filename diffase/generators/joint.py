@@ -53,6 +53,7 @@ from diffase.generators.joint_fields import (
     descriptor_row_shapes,
     fields_from_checkpoint,
 )
+from diffase.generators.node_condition import apply_transform, check_site_dos
 from diffase.hub import network_from_checkpoint
 from diffase.nn.conditioning import ConditionSpec
 from diffase.nn.joint_denoiser import JointDenoiser, JointDenoiserConfig
@@ -115,7 +116,8 @@ class JointModel:
     """A joint denoiser, its generated fields, element vocabulary and atom-count distribution, on one device."""
 
     def __init__(self, net: JointDenoiser, fields: FieldRegistry, elements: Sequence[int],
-                 num_atoms_counts: Sequence[int], device: str | torch.device = "auto", meta: dict | None = None):
+                 num_atoms_counts: Sequence[int], device: str | torch.device = "auto", meta: dict | None = None,
+                 node_condition: dict | None = None):
         if tuple(fields.names[:3]) != STRUCTURE_FIELDS:
             raise ValueError(f"a joint model generates {', '.join(STRUCTURE_FIELDS)} first; got {fields.names}")
         heads = descriptor_row_shapes(fields)
@@ -130,15 +132,25 @@ class JointModel:
         self.meta = meta or {}
         if len(self.elements) != net.config.num_elements:
             raise ValueError(f"{len(self.elements)} elements but the network has {net.config.num_elements} types")
+        if node_condition is not None and int(node_condition["n_points"]) != net.config.node_cond_dim:
+            raise ValueError(f"node condition of {node_condition['n_points']} points but the network takes "
+                             f"{net.config.node_cond_dim} values per atom")
+        #: What the per-atom conditions are (``{"kind": "site_dos", "e_min", "e_max", "n_points", "sigma_eV",
+        #: "transform"}``, :mod:`diffase.generators.node_condition`), or None for a model without them.
+        self.node_condition = dict(node_condition) if node_condition is not None else None
 
     # --- checkpoints --------------------------------------------------------------------------------
     @classmethod
     def from_checkpoint(cls, ckpt: dict, device: str | torch.device = "auto") -> JointModel:
         net, meta = network_from_checkpoint(ckpt, CHECKPOINT_KIND, JointDenoiser, JointDenoiserConfig,
-                                            keep_out=("processes", "fields", "elements", "num_atoms_counts"))
-        return cls(net, fields_from_checkpoint(ckpt), ckpt["elements"], ckpt["num_atoms_counts"], device, meta)
+                                            keep_out=("processes", "fields", "elements", "num_atoms_counts",
+                                                      "node_condition"))
+        return cls(net, fields_from_checkpoint(ckpt), ckpt["elements"], ckpt["num_atoms_counts"], device, meta,
+                   node_condition=ckpt.get("node_condition"))
 
     def to_checkpoint(self, **extra) -> dict:
+        if self.node_condition is not None:
+            extra = {"node_condition": self.node_condition, **extra}
         extra = {**decoder_entries(self.meta), **extra}  # the autoencoder decoding ados_latent, if any
         return make_checkpoint(self.net, self.fields, self.elements, self.num_atoms_counts, **extra)
 
@@ -229,8 +241,8 @@ class JointModel:
         return 0.0
 
     def sample(self, n: int, *, num_atoms: int | Sequence[int] | None = None, conditions: dict | None = None,
-               guidance_scale: float | None = None, batch_size: int = 64, num_levels: int | None = None,
-               n_corrector: int = 1, seed: int | None = None, progress: bool = False,
+               node_conditions: Sequence | None = None, guidance_scale: float | None = None, batch_size: int = 64,
+               num_levels: int | None = None, n_corrector: int = 1, seed: int | None = None, progress: bool = False,
                start_batch: int = 0) -> Iterator[list[dict]]:
         """Generate ``n`` crystals, yielding one list of records per batch of ``batch_size``.
 
@@ -239,11 +251,27 @@ class JointModel:
         (conditional) when conditions are given, 0 otherwise. ``num_levels`` < 1000 respaces all the
         fields' processes (fewer network calls). Batch b draws from its own seed (``seed``, b), so ``start_batch``
         resumes an interrupted run with the same crystals.
+        ``node_conditions``: per-atom conditions of a model trained with them, one (n_atoms, d) array per crystal
+        (n of them) in raw units (a site DOS in states/eV on the grid of :attr:`node_condition`; the model applies
+        its transform); a NaN row leaves that atom free. The atom counts follow the arrays (``num_atoms``, if
+        given, must agree).
         """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        scale = self._check_guidance(conditions, guidance_scale)
+        scale = self._check_guidance(conditions or node_conditions is not None, guidance_scale)
+        if node_conditions is not None:
+            if len(node_conditions) != n:
+                raise ValueError(f"{len(node_conditions)} per-atom condition arrays for n={n} crystals")
+            sizes = [np.shape(values)[0] if np.ndim(values) else 0 for values in node_conditions]
+            if num_atoms is not None and self._num_atoms(n, num_atoms, seed) != sizes:
+                raise ValueError(f"num_atoms {num_atoms} disagrees with the rows of node_conditions {sizes} "
+                                 "(one row per atom); leave num_atoms out to take the counts from node_conditions")
+            num_atoms = sizes
         counts = self._num_atoms(n, num_atoms, seed)
+        node_values = None
+        if node_conditions is not None:
+            node_values = self._node_condition_arrays(
+                node_conditions, [{F.ATOMIC_NUMBERS: np.zeros(c, dtype=np.int64)} for c in counts])
         fields = self.fields.respaced(num_levels)
         schedule = monotone_schedule(fields.num_levels)
         for b, lo in enumerate(range(0, n, batch_size)):
@@ -252,6 +280,9 @@ class JointModel:
             chunk = [{F.ATOMIC_NUMBERS: np.zeros(c, dtype=np.int64), F.POSITIONS: np.zeros((c, 3)),
                       F.CELL: np.eye(3), F.FRAC_COORDS: np.zeros((c, 3)), F.TYPE_TOKENS: np.zeros(c, dtype=np.int64)}
                      for c in counts[lo : lo + batch_size]]
+            if node_values is not None:
+                for rec, values in zip(chunk, node_values[lo : lo + batch_size], strict=True):
+                    rec[F.NODE_COND] = values
             conds = self.condition_values(conditions, len(chunk)) if conditions else None
             yield self._run(chunk, conds, scale, fields, schedule, {}, (), n_corrector,
                             self._batch_generator(seed, b), progress,
@@ -271,8 +302,9 @@ class JointModel:
         ``fix_lattice``: keep every cell; ``fix_types`` / ``fix_coords``: True (all atoms) or one bool array per
         crystal (atoms in the input order of the reduced structure) whose entries end exactly as given.
         ``node_conditions``: per-atom conditions of a model trained with them, one (n_atoms, d) array per
-        crystal (same atom order); a row of NaN leaves that site free (masked conditioning). Guidance drops
-        them with the graph conditions.
+        crystal (same atom order) in raw units (a site DOS in states/eV on the grid of :attr:`node_condition`;
+        the model applies its transform); a row of NaN leaves that site free (masked conditioning). Guidance
+        drops them with the graph conditions.
         """
         if t_start is None and not (fix_lattice or fix_types is not None or fix_coords is not None):
             raise ValueError("sample_from needs t_start (template) and/or fixed fields; use sample() for de novo")
@@ -321,7 +353,8 @@ class JointModel:
 
         from diffase.data.io import append_extxyz
 
-        self._check_guidance(kw.get("conditions"), kw.get("guidance_scale"))  # bad input fails before any output
+        self._check_guidance(kw.get("conditions") or kw.get("node_conditions") is not None,
+                             kw.get("guidance_scale"))  # bad input fails before any output
         if kw.get("conditions"):
             self.condition_values(kw["conditions"], 1)
         path = Path(path)
@@ -353,22 +386,18 @@ class JointModel:
 
     # --- helpers --------------------------------------------------------------------------------------
     def _node_condition_arrays(self, node_conditions: Sequence, records: Sequence[dict]) -> list[np.ndarray]:
-        """Check per-atom conditions against the model and the crystals; (n_atoms, d) float arrays."""
+        """Check raw per-atom conditions against the model and the crystals
+        (:func:`~diffase.generators.node_condition.check_site_dos`) and return the network's input: (n_atoms, d)
+        float arrays after the model's transform, NaN rows kept."""
         dim = self.net.config.node_cond_dim
         if not dim:
-            raise ValueError("this model was not trained with per-atom conditions (node_cond_dim = 0); use a "
-                             "checkpoint trained with them")
+            raise ValueError("this model was not trained with per-atom conditions (node_cond_dim = 0, no "
+                             "node_condition in its checkpoint, e.g. joint-mp20); use a checkpoint trained with "
+                             "them (dos-mp20 for a site DOS)")
         if len(node_conditions) != len(records):
             raise ValueError(f"{len(node_conditions)} per-atom condition arrays for {len(records)} crystals")
-        out = []
-        for i, (values, rec) in enumerate(zip(node_conditions, records)):
-            values = np.asarray(values, dtype=np.float64)
-            n_atoms = len(rec[F.ATOMIC_NUMBERS])
-            if values.shape != (n_atoms, dim):
-                raise ValueError(f"per-atom conditions of crystal {i} have shape {values.shape}; this model needs "
-                                 f"({n_atoms}, {dim}): one row of {dim} values per atom (NaN rows = not given)")
-            out.append(values)
-        return out
+        return [apply_transform(self.node_condition, check_site_dos(values, len(rec[F.ATOMIC_NUMBERS]), dim, i))
+                for i, (values, rec) in enumerate(zip(node_conditions, records))]
 
     def _batch_generator(self, seed: int | None, b: int):
         if seed is None:

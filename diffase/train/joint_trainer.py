@@ -70,6 +70,16 @@ class JointTrainConfig(LoopConfig):
     dos_autoencoder: str | None = "ados-autoencoder"  #: frozen autoencoder encoding the ados_latent labels
     max_val: int | None = 1000  #: validation crystals (first N)
     conditions: list = field(default_factory=list)  #: condition names (label columns or COMPUTED_CONDITIONS)
+    #: per-atom condition: "site_dos" = each site's DOS from label folders (train/val sources are label folders)
+    node_condition: str | None = None
+    node_condition_points: int = 128  #: site-DOS grid: points from e_min to e_max (E - E_F, eV)
+    node_condition_e_min: float = -10.0
+    node_condition_e_max: float = 10.0
+    node_condition_transform: str = "log1p"  #: what the network sees of a DOS row (stored in the checkpoint)
+    label_folders: list = field(default_factory=list)  #: more label folders to train on (e.g. predicted labels)
+    #: a site-label predictor checkpoint (e.g. "site-labels-mp20") whose split by material is reused: its test
+    #: and validation materials are never trained on (from any folder), its validation materials validate
+    hold_out_from: str | None = None
 
 
 def computed_condition(name: str, record: dict, elements: Sequence[int]) -> np.ndarray:
@@ -150,23 +160,86 @@ def pretrained_checkpoint(name: str | Path, data_elements: Sequence[int]) -> dic
     return ckpt
 
 
-def _fine_tune_config(pretrained: dict, model_config: dict | None, specs, node_fields: dict) -> JointDenoiserConfig:
-    """The pretrained network's settings plus the new descriptor heads (``node_fields``)."""
+def _fine_tune_config(pretrained: dict, model_config: dict | None, specs, node_fields: dict,
+                      node_cond_dim: int = 0) -> JointDenoiserConfig:
+    """The pretrained network's settings plus the new descriptor heads (``node_fields``) and, for a model
+    conditioned per atom, the per-atom condition input (``node_cond_dim``)."""
     if model_config:
         raise ValueError("init_from keeps the pretrained network's settings; drop model_config")
     stored = pretrained["model_config"]
     if [s.name for s in specs] != [c["name"] for c in stored["conditions"]]:
         raise ValueError(f"init_from: the conditions {[s.name for s in specs]} differ from the pretrained model's "
                          f"{[c['name'] for c in stored['conditions']]}")
-    return JointDenoiserConfig(**{**stored, "node_fields": node_fields})
+    if stored.get("node_cond_dim") and node_cond_dim and stored["node_cond_dim"] != node_cond_dim:
+        raise ValueError(f"init_from: the pretrained model takes {stored['node_cond_dim']} per-atom condition "
+                         f"values, this run {node_cond_dim}")
+    return JointDenoiserConfig(**{**stored, "node_fields": node_fields,
+                                  "node_cond_dim": node_cond_dim or stored.get("node_cond_dim", 0)})
 
 
 def _load_pretrained_weights(net: JointDenoiser, pretrained: dict) -> None:
-    """Copy the pretrained weights; only the descriptor fields' input maps and heads start fresh."""
+    """Copy the pretrained weights; only the descriptor fields' input maps and heads start fresh, and so does a
+    per-atom condition input the pretrained model lacks: its map and "not given" vector start at zero, so at step
+    0 the fine-tuned network is the pretrained one whether or not a site is conditioned."""
     missing, unexpected = net.load_state_dict(pretrained["state_dict"], strict=False)
-    fresh = [k for k in missing if not k.startswith(("field_inputs.", "field_heads."))]
+    fresh = [k for k in missing if not k.startswith(("field_inputs.", "field_heads.", "node_cond."))]
     if fresh or unexpected:
         raise ValueError(f"init_from: weights do not fit the network (missing {fresh}, unexpected {unexpected})")
+    if net.node_cond is not None and any(k.startswith("node_cond.") for k in missing):
+        with torch.no_grad():
+            for p in net.node_cond.parameters():
+                p.zero_()
+
+
+def held_out_materials(predictor: str | Path) -> dict[str, list[str]]:
+    """The split by material (``{"train": [...], "val": [...], "test": [...]}`` material ids) stored in a
+    site-label predictor's checkpoint (:func:`diffase.train.site_trainer.train_site_model`)."""
+    ckpt = read_checkpoint(predictor)
+    split = (ckpt.get("train") or {}).get("split")
+    if not split or "test" not in split:
+        raise ValueError(f"hold_out_from {predictor}: the checkpoint records no split by material (a site-label "
+                         "predictor trained by diffase train --recipe ... with model site-labels has one)")
+    return {part: list(split.get(part, [])) for part in ("train", "val", "test")}
+
+
+def _site_dos_data(train_source, val_source, config: JointTrainConfig, limit_train: int | None):
+    """Training and validation records with the site DOS as ``node_cond``, the node-condition spec and the
+    counts stored in the checkpoint (label sources, skipped, held out)."""
+    from diffase.data.descriptor_records import load_site_dos_records
+    from diffase.generators.node_condition import site_dos_spec
+
+    if config.node_condition != "site_dos":
+        raise ValueError(f"node_condition must be 'site_dos' (or None), got {config.node_condition!r}")
+    if config.descriptor_fields:
+        raise ValueError("a site-DOS-conditioned run generates the structure only; drop descriptor_fields")
+    spec = site_dos_spec(config.node_condition_points, config.node_condition_e_min, config.node_condition_e_max,
+                         transform=config.node_condition_transform)
+    split = held_out_materials(config.hold_out_from) if config.hold_out_from else None
+    never = sorted({*split["val"], *split["test"]}) if split else []
+    folders = [train_source] if isinstance(train_source, (str, Path)) else list(train_source)
+    folders += list(config.label_folders)
+    train_records, train_ids, train_counts = load_site_dos_records(folders, spec, exclude=never, limit=limit_train)
+    val_folders = [val_source] if isinstance(val_source, (str, Path)) else list(val_source)
+    val_records, val_ids, val_counts = load_site_dos_records(
+        val_folders, spec, only=split["val"] if split else None, limit=config.max_val)
+    sigmas = sorted({round(r["dos_sigma"], 6) for r in train_records if r["label_source"] == "dft"})
+    if len(sigmas) > 1:
+        warnings.warn(f"the DFT labels are smeared with different widths {sigmas} eV; the checkpoint records the "
+                      "median", stacklevel=3)
+    dft = [r["dos_sigma"] for r in train_records if r["label_source"] == "dft"] or \
+          [r["dos_sigma"] for r in train_records]
+    spec["sigma_eV"] = float(np.median(dft))
+    sources = train_counts["sources"]
+    predicted = {k: v for k, v in sources.items() if k != "dft"}
+    if predicted:
+        warnings.warn(f"{sum(predicted.values())} of the {len(train_records)} training site DOS were predicted "
+                      f"({predicted}), not computed with DFT ({sources.get('dft', 0)}); say so wherever the model "
+                      "is described", stacklevel=3)
+    info = {"node_condition_label_sources": sources, "node_condition_counts": {"train": train_counts,
+                                                                                "val": val_counts},
+            "held_out": {"from": str(config.hold_out_from), "val": split["val"], "test": split["test"]}
+            if split else None}
+    return train_records, train_ids, val_records, val_ids, spec, info
 
 
 def _items(records, ids, elements, names, labels):
@@ -206,7 +279,11 @@ def train_joint_model(
     keys = [f.key for f in descriptors]
     descriptor_labels = DescriptorLabels(keys, config.dos_autoencoder)  # ados_latent: encoded site DOS
     skipped = val_skipped = 0
-    if keys:
+    node_spec, node_info = None, {}
+    if config.node_condition is not None:
+        train_records, train_ids, val_records, val_ids, node_spec, node_info = _site_dos_data(
+            train_source, val_source, config, limit_train)
+    elif keys:
         train_records, train_ids, skipped = descriptor_labels.load(train_source, limit=limit_train)
         val_records, val_ids, val_skipped = descriptor_labels.load(val_source, limit=config.max_val)
         predicted = Counter(r["label_source"] for r in train_records if r["label_source"] != "dft")
@@ -240,10 +317,17 @@ def train_joint_model(
     if state is not None:
         net_config = JointDenoiserConfig(**state["model_config"])
     elif pretrained is not None:
-        net_config = _fine_tune_config(pretrained, model_config, specs, descriptor_row_shapes(fields))
+        net_config = _fine_tune_config(pretrained, model_config, specs, descriptor_row_shapes(fields),
+                                       node_spec["n_points"] if node_spec else 0)
     else:
+        extra_config = dict(model_config or {})
+        if node_spec is not None:
+            if extra_config.get("node_cond_dim", node_spec["n_points"]) != node_spec["n_points"]:
+                raise ValueError(f"model_config node_cond_dim {extra_config['node_cond_dim']} differs from "
+                                 f"node_condition_points {node_spec['n_points']}; drop it")
+            extra_config["node_cond_dim"] = node_spec["n_points"]
         net_config = JointDenoiserConfig(num_elements=len(elements), conditions=[s.to_dict() for s in specs],
-                                         node_fields=descriptor_row_shapes(fields), **(model_config or {}))
+                                         node_fields=descriptor_row_shapes(fields), **extra_config)
     torch.manual_seed(config.seed)  # the initial weights of a fresh run
     net = JointDenoiser(net_config)
     if pretrained is not None and state is None:
@@ -255,13 +339,17 @@ def train_joint_model(
                           generator=generator)
 
     def checkpoint_fn(model, **extra):
+        if node_spec is not None:
+            extra = {"node_condition": node_spec, **extra}
         return make_checkpoint(model, fields, elements, counts, **descriptor_labels.checkpoint_entries(), **extra)
 
     meta = {
-        "data": str(train_source), "val_data": str(val_source), "labels": str(labels) if labels else None,
+        "data": str(train_source) if not config.label_folders else [str(train_source), *config.label_folders],
+        "val_data": str(val_source), "labels": str(labels) if labels else None,
         "n_train": len(train_items), "n_val": len(val_items),
         "skipped_without_descriptors": {"train": skipped, "val": val_skipped},
         "descriptor_label_sources": dict(Counter(r.get("label_source", "dft") for r in train_records)) if keys else {},
+        **node_info,
         "n_parameters": sum(p.numel() for p in net.parameters()),
         "hardware": hardware_info(dev, threads),
         "objective": asdict(config) | {"fields": fields.to_list()},
