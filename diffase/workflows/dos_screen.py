@@ -270,10 +270,12 @@ def dos_screen(generator: DOSConditionedGenerator, out_dir: str | Path, *, templ
     generate_stage(generator, templates, out, say)
     relax_stage(out, resolve_potential(calculator, device), references, relax_steps=relax_steps, fmax=fmax, say=say)
     rows = rank_stage(generator, templates, out, max_formation_energy=max_formation_energy, top=top)
+    write_ranking(out, rows)  # before the slow GPAW check: an interrupted check keeps the ranking
+    write_plots(out, rows, jobs, top)
     if gpaw_check:
         gpaw_stage(rows, jobs, out, gpaw_check, say)
-    write_ranking(out, rows)
-    write_plots(out, rows, jobs, top)
+        write_ranking(out, rows)
+        write_plots(out, rows, jobs, top)
     return rows
 
 
