@@ -1,12 +1,15 @@
-"""``diffase predict-labels``: predicted site DOS and Bader charges for a structure table, in the label format."""
+"""``diffase predict-labels``: predicted site DOS and Bader charges, or densities, for a structure table, in the
+label format."""
 
 from __future__ import annotations
 
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "predict-labels", help="predict site DOS and Bader charges with a trained predictor (label-file format)",
-        description="Write OUT/<name>.npz (the format of diffase label, marked as predicted with the predictor's "
+        "predict-labels", help="predict site DOS and Bader charges, or the valence density, with a trained predictor "
+                                "(label-file format)",
+        description="Write OUT/<name>.npz (the format of diffase label: site DOS and Bader charges from a site-label "
+                    "model, rho32 from a density model such as density-mp20; marked as predicted with the predictor's "
                     "name, checkpoint hash and held-out errors) plus OUT/index.csv. Files are written batch by "
                     "batch; re-running the same command skips finished files; a folder made with another "
                     "predictor is refused. Predicted labels are refused where DFT labels are required.")

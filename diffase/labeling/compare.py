@@ -24,6 +24,14 @@ import numpy as np
 from diffase.data.electronic.dataset import require_dft
 
 
+def density_errors(rho: np.ndarray, rho_ref: np.ndarray) -> dict[str, float]:
+    """``density_eps_msd`` and ``density_nmae`` (see the module table) of a density grid against a reference grid
+    of the same shape (any units, the same for both)."""
+    rho, rho_ref = np.asarray(rho, np.float64), np.asarray(rho_ref, np.float64)
+    return {"density_eps_msd": float(np.sum((rho - rho_ref) ** 2) / np.sum(rho_ref**2)),
+            "density_nmae": float(np.sum(np.abs(rho - rho_ref)) / np.sum(np.abs(rho_ref)))}
+
+
 def label_errors(label: dict[str, Any], reference: dict[str, Any]) -> dict[str, float]:
     """Errors of ``label`` against ``reference`` (both as :func:`~diffase.data.electronic.dataset.read_label` gives).
 
@@ -35,8 +43,7 @@ def label_errors(label: dict[str, Any], reference: dict[str, Any]) -> dict[str, 
         raise ValueError(f"labels on different grids: density {rho.shape} vs {rho_ref.shape}, "
                          f"DOS {dos.shape} vs {dos_ref.shape}")
     return {
-        "density_eps_msd": float(np.sum((rho - rho_ref) ** 2) / np.sum(rho_ref**2)),
-        "density_nmae": float(np.sum(np.abs(rho - rho_ref)) / np.sum(np.abs(rho_ref))),
+        **density_errors(rho, rho_ref),
         "dos_relative_mae": float(np.mean(np.abs(dos - dos_ref)) / np.mean(np.abs(dos_ref))),
         "bader_mae": float(np.mean(np.abs(np.asarray(label["bader"]) - np.asarray(reference["bader"])))),
         "hirshfeld_mae": float(np.mean(np.abs(np.asarray(label["hirshfeld"]) - np.asarray(reference["hirshfeld"])))),

@@ -96,17 +96,30 @@ class SiteLabelPredictor:
         rows = [r for r in held_out.get("model", []) if r["element"] == "all"]
         return {**rows[0], "n_test_materials": held_out.get("n_test_materials")} if rows else {}
 
+    def unseen(self, numbers) -> list[str]:
+        """Symbols of the elements among atomic numbers ``numbers`` the predictor never saw (it refuses them)."""
+        return self.baseline.unseen(numbers)
+
     def label(self, name: str, structure: Structure, prediction: dict[str, np.ndarray], sha256: str) -> dict[str, Any]:
         """A predicted label (the label-file format, marked with ``predicted_by``) from :meth:`predict` output."""
-        n = len(structure)
-        nan = np.float64(np.nan)
         return {
-            "material_id": np.array(name), "cif": np.array(structure.to(fmt="cif")),
-            "energy": nan, "efermi": nan, "gap": nan,
+            **predicted_label(self, name, structure, sha256),
             "dos": prediction[F.SITE_DOS].astype(np.float32), "dos_grid": self.dos_grid,
             "dos_sigma": np.float64(self.dos_sigma),
-            "hirshfeld": np.full(n, np.nan, dtype=np.float32),
             "bader": prediction[F.BADER_CHARGE].astype(np.float32),
-            PREDICTED_KEY: np.array(self.name), "predictor_sha256": np.array(sha256),
-            "predictor_error": np.array(json.dumps(self.held_out_summary())),
         }
+
+
+def predicted_label(predictor, name: str, structure: Structure, sha256: str) -> dict[str, Any]:
+    """The entries every predicted label holds, whatever the predictor predicts: the structure, NaN for the DFT
+    scalars (eV) and the per-site charges it does not predict (e), and the marker (``predicted_by`` = the
+    predictor's ``name``, its checkpoint ``sha256`` and ``held_out_summary()`` as JSON)."""
+    nan = np.float64(np.nan)
+    return {
+        "material_id": np.array(name), "cif": np.array(structure.to(fmt="cif")),
+        "energy": nan, "efermi": nan, "gap": nan,
+        "hirshfeld": np.full(len(structure), np.nan, dtype=np.float32),
+        "bader": np.full(len(structure), np.nan, dtype=np.float32),
+        PREDICTED_KEY: np.array(predictor.name), "predictor_sha256": np.array(sha256),
+        "predictor_error": np.array(json.dumps(predictor.held_out_summary())),
+    }

@@ -1,9 +1,16 @@
 """Predicted labels for a structure table: the label-file format, marked as predicted, streamed and resumable.
 
-``predict_labels(source, model, out_dir)`` writes ``out_dir/<name>.npz`` per structure
-(:meth:`~diffase.predictors.model.SiteLabelPredictor.label`: site DOS and Bader charges, the predictor's name,
-checkpoint hash and held-out errors) and ``index.csv``. Batches are predicted and written one after another
-(each file atomically), so an interrupted run keeps what it finished; a re-run skips files already there. The
+``predict_labels(source, model, out_dir)`` writes ``out_dir/<name>.npz`` per structure and ``index.csv``. The
+checkpoint's kind picks the predictor and what each file holds besides the structure and the marker (the
+predictor's name, checkpoint hash and held-out errors):
+
+* a site-label predictor (:meth:`~diffase.predictors.model.SiteLabelPredictor.label`): site DOS and Bader charges;
+* a density predictor (:meth:`~diffase.predictors.density_model.DensityPredictor.label`): ``rho32``, the valence
+  pseudo-density on the 32^3 grid of the cell (Bader charges NaN, no DOS).
+
+One label format for both: a user who wants both runs the two models into two folders. Batches are predicted and
+written one after another (each file atomically), so an interrupted run keeps what it finished; a re-run skips
+files already there. The
 folder's ``settings.json`` records the predictor (name and checkpoint SHA-256) and a re-run with another one is
 refused before anything is written (:func:`diffase.resume.check_resume`). A structure with an element the predictor
 never saw is reported and skipped.
@@ -19,11 +26,28 @@ from pathlib import Path
 from diffase.data.electronic.dataset import write_index, write_label
 from diffase.data.io import read_structures
 from diffase.data.structures import structure_to_record
+from diffase.hub import find_checkpoint, read_checkpoint
 from diffase.labeling.batch import file_stem
-from diffase.predictors.model import SiteLabelPredictor
+from diffase.predictors import density_model
+from diffase.predictors import model as site_model
 from diffase.resume import SETTINGS_FILE, check_resume, file_sha256, write_settings
 
 log = logging.getLogger("diffase.predict_labels")
+
+
+#: Checkpoint kind -> (predictor class, the ``kind`` recorded in the output folder's settings).
+PREDICTORS = {site_model.CHECKPOINT_KIND: (site_model.SiteLabelPredictor, "predicted site labels"),
+              density_model.CHECKPOINT_KIND: (density_model.DensityPredictor, "predicted density")}
+
+
+def load_predictor(model: str, device: str = "cpu"):
+    """The site-label or density predictor of checkpoint ``model`` (name or path) and its settings kind."""
+    ckpt = read_checkpoint(model)
+    if ckpt["kind"] not in PREDICTORS:
+        raise ValueError(f"{ckpt['path']} is a {ckpt['kind']!r} checkpoint, not a label predictor; predict-labels "
+                         f"takes {', '.join(PREDICTORS)} (e.g. site-labels-mp20 or density-mp20)")
+    cls, kind = PREDICTORS[ckpt["kind"]]
+    return cls.from_checkpoint(ckpt, device), kind
 
 
 @dataclass
@@ -40,12 +64,10 @@ def predict_labels(source, model: str, out_dir: str | Path, *, batch_size: int =
                    device: str = "cpu") -> PredictReport:
     """Write predicted labels of the structures in ``source`` (paths or anything
     :func:`~diffase.data.io.read_structures` reads) with the predictor ``model`` (name or checkpoint path)."""
-    from diffase.hub import find_checkpoint
-
     out_dir = Path(out_dir)
     sha256 = file_sha256(find_checkpoint(model))
-    predictor = SiteLabelPredictor.load(model, device)
-    settings = {"kind": "predicted site labels", "predictor": predictor.name, "predictor_sha256": sha256}
+    predictor, kind = load_predictor(model, device)
+    settings = {"kind": kind, "predictor": predictor.name, "predictor_sha256": sha256}
     check_resume(out_dir / SETTINGS_FILE, settings, what="predict-labels")
     named = [pair for path in ([source] if isinstance(source, (str, Path)) else source)
              for pair in read_structures(path, limit=limit)]
@@ -61,7 +83,7 @@ def predict_labels(source, model: str, out_dir: str | Path, *, batch_size: int =
         if (out_dir / f"{file_stem(name)}.npz").exists():
             report.skipped.append(name)
             continue
-        if unseen := predictor.baseline.unseen([site.specie.Z for site in structure]):
+        if unseen := predictor.unseen([site.specie.Z for site in structure]):
             report.refused[name] = unseen
             log.info("%s %s skipped: the predictor never saw %s", name, structure.formula, ", ".join(unseen))
             continue

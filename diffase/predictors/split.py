@@ -58,3 +58,21 @@ def cross_validation_split(elements: Sequence[set[int]], fold: int, n_folds: int
     parts = ["test" if f and all(outside[z] for z in els) else "train" for els, f in zip(elements, in_fold)]
     _hold_out(elements, parts, "val", round(val_fraction * n), order)
     return parts
+
+
+def material_split(elements: Sequence[set[int]], *, test_fraction: float, val_fraction: float, seed: int,
+                   cv_fold: int | None = None, cv_folds: int = 5) -> list[str]:
+    """The parts a predictor trainer uses: :func:`split_by_material` (``cv_fold`` None) or fold ``cv_fold`` of
+    ``cv_folds`` (:func:`cross_validation_split`)."""
+    if cv_fold is None:
+        return split_by_material(elements, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
+    return cross_validation_split(elements, cv_fold, cv_folds, val_fraction=val_fraction, seed=seed)
+
+
+def refuse_changed_split(state: dict | None, names: dict[str, list[str]], out_dir, labels) -> None:
+    """Raise ``ValueError`` when a run being resumed (``state``: its ``last.pt``, None for a fresh run) was
+    trained on another split than ``names`` (part -> material names): resuming would test on training materials."""
+    if state is not None and state.get("train", {}).get("split") != names:
+        raise ValueError(f"{out_dir} was trained on another split of the labels (the label folder {labels} changed "
+                         "since the run started, or the split settings did); resuming would test on training "
+                         "materials: start a new output folder")

@@ -29,7 +29,7 @@ from diffase.predictors.baseline import ElementMeans
 from diffase.predictors.metrics import element_table, site_errors
 from diffase.predictors.model import SiteLabelPredictor, make_checkpoint
 from diffase.predictors.site_net import SiteLabelNet, SiteNetConfig
-from diffase.predictors.split import cross_validation_split, split_by_material
+from diffase.predictors.split import material_split, refuse_changed_split
 from diffase.runtime import configure_threads, resolve_device
 from diffase.train.loop import LoopConfig, hardware_info, read_resume_state, train_loop
 from diffase.train.objective import estimate_avg_neighbors
@@ -126,12 +126,8 @@ def train_site_model(
     threads = configure_threads(num_threads) if dev.type == "cpu" else None
     items = load_site_labels(labels)
     elements = [set(it["record"][F.ATOMIC_NUMBERS].tolist()) for it in items]
-    if config.cv_fold is None:
-        parts = split_by_material(elements, test_fraction=config.test_fraction, val_fraction=config.val_fraction,
-                                  seed=config.split_seed)
-    else:
-        parts = cross_validation_split(elements, config.cv_fold, config.cv_folds, val_fraction=config.val_fraction,
-                                       seed=config.split_seed)
+    parts = material_split(elements, test_fraction=config.test_fraction, val_fraction=config.val_fraction,
+                           seed=config.split_seed, cv_fold=config.cv_fold, cv_folds=config.cv_folds)
     split = {part: [it for it, p in zip(items, parts) if p == part] for part in ("train", "val", "test")}
     train_records = [it["record"] for it in split["train"]]
     baseline = ElementMeans.fit([r[F.ATOMIC_NUMBERS] for r in train_records], [r[F.SITE_DOS] for r in train_records],
@@ -139,10 +135,7 @@ def train_site_model(
     grid, sigma = items[0]["dos_grid"], items[0]["dos_sigma"]
     state = read_resume_state(out_dir)
     names = {part: [it["name"] for it in split[part]] for part in split}
-    if state is not None and state.get("train", {}).get("split") != names:
-        raise ValueError(f"{out_dir} was trained on another split of the labels (the label folder {labels} changed "
-                         "since the run started, or the split settings did); resuming would test on training "
-                         "materials: start a new output folder")
+    refuse_changed_split(state, names, out_dir, labels)
     if state is not None:
         net_config = SiteNetConfig(**state["model_config"])
     else:

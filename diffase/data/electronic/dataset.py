@@ -33,15 +33,17 @@ n_ibz_dos_kpts       int                irreducible k-points of dos_kpts
 dft_seconds          float              wall time of the DFT worker, s
 code_version         str                e.g. "GPAW 22.8.0"
 predicted_by         str                only in predicted labels (``diffase predict-labels``): the predictor's
-                                        name; such a label holds ``dos``, ``dos_grid``, ``dos_sigma``, ``bader``
-                                        and the structure, NaN for ``energy``, ``efermi``, ``gap``, ``hirshfeld``,
-                                        and no ``rho32``
+                                        name; such a label holds the structure, NaN for ``energy``, ``efermi``,
+                                        ``gap``, ``hirshfeld``, and what its predictor predicts: ``dos``,
+                                        ``dos_grid``, ``dos_sigma`` and ``bader`` (a site-label predictor, no
+                                        ``rho32``) or ``rho32`` (a density predictor; ``bader`` NaN, no ``dos``)
 predictor_sha256     str                SHA-256 of the predictor's checkpoint (predicted labels only)
 predictor_error      str                JSON of the predictor's held-out errors (predicted labels only)
 ===================  =================  =====================================================================
 
 A predicted label is never a DFT label: :func:`require_dft` refuses it wherever DFT is required (the reference of
-:func:`diffase.labeling.compare.label_errors`, predictor training).
+:func:`diffase.labeling.compare.label_errors`, predictor training, the density and DOS of an
+:class:`ElectronicDataset` item).
 """
 
 from __future__ import annotations
@@ -166,7 +168,7 @@ class ElectronicDataset(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        label = read_label(self.files[i])
+        label = require_dft(read_label(self.files[i]), "the charge density and site DOS of an ElectronicDataset item")
         record = structure_to_record(label_structure(label), name=label["material_id"])
         record.update({
             F.CHARGE_DENSITY: label["rho32"].astype(np.float32),
