@@ -329,3 +329,15 @@ def test_gpaw_check_is_skipped_with_a_message_without_gpaw(tmp_path, monkeypatch
     gpaw_stage([{"rank": 1, "sample": 0, "structure": au_ni3()}], [], tmp_path, 1, said.append)
     assert said and "skipping the GPAW check" in said[0] and "apt-get install gpaw" in said[0]
     assert not (tmp_path / "gpaw").exists()
+
+
+def test_as_dict_round_trip_keeps_every_argument():
+    """MSONable like a pymatgen transformation: a JSON round trip keeps the target and the fixed species (whose
+    integer keys JSON turns into strings, still read as site indices)."""
+    from monty.json import MontyDecoder, MontyEncoder
+
+    g = DOSConditionedGenerator(target_rows(1), sites=[0], fix_species={2: "Cu"}, t_start=0.5, n_samples=3)
+    back = json.loads(json.dumps(g.as_dict(), cls=MontyEncoder), cls=MontyDecoder)
+    assert np.allclose(back.target, g.target) and back.t_start == 0.5 and back.sites == [0]
+    start, mask = back._start(au_ni3(), back.fix_species, 4, ELEMENTS)
+    assert start[2].specie.symbol == "Cu" and mask.tolist() == [False, False, True, False]
