@@ -6,7 +6,7 @@ or ``--sites``) and the template (its structure, noised to ``--t-start``). The g
 of ``--scales`` with the same seeds (0 = the same network with the DOS dropped: unconditional; 2 = CFG, DOSMatGen's
 w = 1) and ranks its crystals by ``dos_mae``: the surrogate's site DOS of the generated crystal against the target at
 the conditioned sites, states/eV on the model's grid, lower is better. Printed per scale: wall time, valid crystals,
-best / median ``dos_mae``, and the surrogate on the true structure (the floor the surrogate's own error sets).
+best / median ``dos_mae``, how many crystals keep the label's formula, and the surrogate on the true structure (the floor the surrogate's own error sets).
 
 Run from the repository root, one CPU thread:
 ``python benchmarks/dos_generator_example.py`` (``--label``, ``--samples``, ``--t-start``, ``--levels``, ``--model``).
@@ -52,6 +52,7 @@ def main() -> None:
     from diffase.data.electronic.dataset import label_structure, read_label
     from diffase.data.electronic.dos_targets import on_window
     from diffase.generators.dos_conditioned import dos_similarity
+    from diffase.resume import model_fingerprint
 
     label = read_label(args.label)
     structure = label_structure(label)
@@ -59,7 +60,8 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"label {label['material_id']} {structure.composition.reduced_formula} ({len(structure)} atoms), sites "
           f"{sites or 'all'}, template t_start {args.t_start}, {args.samples} samples, {args.levels} levels, "
-          f"seed {args.seed}, model {args.model}, surrogate {args.surrogate}")
+          f"seed {args.seed}, model {args.model} (sha256 {model_fingerprint(args.model)['model_sha256'][:12]}), "
+          f"surrogate {args.surrogate}")
     for scale in args.scales:
         g = DOSConditionedGenerator(args.label, sites=sites, n_samples=args.samples, guidance_scale=scale,
                                     model=args.model, t_start=args.t_start, surrogate=args.surrogate, seed=args.seed,
@@ -75,7 +77,10 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         maes = np.array([r["dos_mae"] for r in results if r["valid"]])
         best = f"best {maes.min():.3f}, median {np.median(maes):.3f}" if len(maes) else "none valid"
-        print(f"guidance_scale {scale}: {seconds:.1f} s, {len(maes)}/{len(results)} valid, dos_mae {best} states/eV")
+        formula = structure.composition.reduced_formula
+        same = sum(r["valid"] and r["structure"].composition.reduced_formula == formula for r in results)
+        print(f"guidance_scale {scale}: {seconds:.1f} s, {len(maes)}/{len(results)} valid, dos_mae {best} states/eV, "
+              f"{same}/{len(results)} with the label's formula {formula}")
 
 
 if __name__ == "__main__":
