@@ -341,3 +341,31 @@ def test_as_dict_round_trip_keeps_every_argument():
     assert np.allclose(back.target, g.target) and back.t_start == 0.5 and back.sites == [0]
     start, mask = back._start(au_ni3(), back.fix_species, 4, ELEMENTS)
     assert start[2].specie.symbol == "Cu" and mask.tolist() == [False, False, True, False]
+
+
+def test_ranking_gives_a_duplicate_no_rank(tmp_path, surrogate):
+    """Two relaxed crystals that match (StructureMatcher) take one rank; the other points at it; a crystal above
+    the formation-energy threshold is not ranked."""
+    from diffase.workflows.dos_screen import rank_stage, write_ranking
+
+    g = generator(dos_model(), surrogate, target_rows(1), sites=[0], t_start=0.3)
+    other = au_ni3()
+    other.replace(1, "Cu")
+    (tmp_path / "relaxed").mkdir()
+    rows = []
+    for k, (s, e_f) in enumerate([(au_ni3(), -0.1), (au_ni3().perturb(0.01, 0.0), -0.2), (other, -0.1),
+                                   (other, 0.5)]):
+        s.to(filename=str(tmp_path / "relaxed" / f"{k}.cif"))
+        rows.append({"sample": k % 3, "formation_energy_per_atom": e_f, "energy_per_atom": -1.0,
+                     "cif": f"relaxed/{k}.cif"})
+    (tmp_path / "relaxed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = rank_stage(g, [au_ni3()], tmp_path, max_formation_energy=0.0, top=3)
+    ranked = [r for r in out if r.get("rank")]
+    assert len(ranked) == 2 and {r["structure"].composition for r in ranked} == {au_ni3().composition,
+                                                                                   other.composition}
+    [twin] = [r for r in out if "duplicate_of" in r]
+    assert twin["duplicate_of"] in (0, 1) and twin["sample"] != twin["duplicate_of"]
+    assert [r["kept"] for r in out].count(False) == 1
+    with open(write_ranking(tmp_path, out)) as fh:
+        table = list(csv.DictReader(fh))
+    assert [t["rank"] for t in table] == ["1", "2", "", ""]

@@ -13,7 +13,8 @@ Stages (:func:`dos_screen`), each appending to its own file as soon as a piece i
    ``steps``, ``converged``, ``error``);
 3. rank (redone by every run, cheap): the relaxed crystals with a formation energy <= ``max_formation_energy`` are
    scored by the generator's surrogate (``dos_mae``: states/eV on the model's grid, lower is better, at the
-   conditioned sites) -> ``ranking.csv`` (every relaxed crystal, ``kept`` and ``rank`` for those kept) and
+   conditioned sites); a crystal that matches a better-ranked one (pymatgen ``StructureMatcher`` defaults) gets
+   no rank but ``duplicate_of`` -> ``ranking.csv`` (every relaxed crystal, ``kept`` and ``rank`` for those kept) and
    ``plots/rank-<k>.png`` (target vs generated site DOS, one panel per conditioned site, at most 8);
 4. optional GPAW check of the ``gpaw_check`` best: :mod:`diffase.labeling` (the ``diffase label`` settings,
    default preset) -> ``gpaw/sample-<i>.npz`` (a label file), its site DOS compared with the target
@@ -38,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 
 from diffase.analysis.stability import (
@@ -64,8 +66,8 @@ from diffase.resume import (
 
 #: Columns of ``ranking.csv``.
 RANKING_COLUMNS = ("rank", "sample", "formula", "n_atoms", "formation_energy_per_atom_eV", "energy_per_atom_eV",
-                   "kept", "dos_mae_states_per_eV", "gpaw_dos_mae_states_per_eV", "relax_steps", "converged", "cif",
-                   "error")
+                   "kept", "duplicate_of", "dos_mae_states_per_eV", "gpaw_dos_mae_states_per_eV", "relax_steps",
+                   "converged", "cif", "error")
 #: Generator arguments that decide which crystals are made (the target enters by its content).
 GENERATOR_SETTINGS = ("sites", "n_samples", "guidance_scale", "t_start", "fix_species", "num_atoms", "seed", "total",
                       "sigma", "num_levels", "batch_size")
@@ -147,8 +149,9 @@ def relax_stage(out: Path, potential, references, *, relax_steps: int, fmax: flo
 
 def rank_stage(generator: DOSConditionedGenerator, templates, out: Path, *, max_formation_energy: float,
                top: int) -> list[dict]:
-    """Stage 3: score the kept crystals with the surrogate and rank them (lowest ``dos_mae`` first); returns every
-    relaxed row, the kept ones first in rank order, each with its ``structure`` and, if kept, its score."""
+    """Stage 3: score the kept crystals with the surrogate and rank the distinct ones (lowest ``dos_mae`` first);
+    returns every relaxed row, the ranked ones first in rank order, each with its ``structure`` and, if kept, its
+    score (and ``duplicate_of``: the sample a duplicate matches)."""
     jobs = generator.jobs(templates)
     rows = _lines(out / "relaxed.jsonl")
     for row in rows:
@@ -158,9 +161,17 @@ def rank_stage(generator: DOSConditionedGenerator, templates, out: Path, *, max_
     for row, score in zip(kept, generator.score([jobs[r["sample"]] for r in kept], [r["structure"] for r in kept])):
         row.update(score=score, dos_mae=score["dos_mae"] if score["valid"] else None, score_error=score["error"])
     ranked = sorted((r for r in kept if r["dos_mae"] is not None), key=lambda r: r["dos_mae"])
-    for k, row in enumerate(ranked, 1):
+    matcher = StructureMatcher()  # pymatgen defaults, as the inpainting ranking
+    distinct: list[dict] = []
+    for row in ranked:
+        twin = next((d for d in distinct if matcher.fit(d["structure"], row["structure"])), None)
+        if twin is None:
+            distinct.append(row)
+        else:
+            row["duplicate_of"] = twin["sample"]
+    for k, row in enumerate(distinct, 1):
         row["rank"] = k
-    return ranked + [r for r in rows if not r.get("rank")]
+    return distinct + [r for r in rows if not r.get("rank")]
 
 
 def gpaw_stage(ranked: list[dict], jobs, out: Path, n_best: int, say: Callable[[str], None]) -> None:
@@ -210,8 +221,9 @@ def write_ranking(out: Path, rows: list[dict]) -> Path:
             s = r["structure"]
             writer.writerow([r.get("rank", ""), r["sample"], s.composition.reduced_formula if s else "",
                              len(s) if s else "", _fmt(r.get("formation_energy_per_atom")),
-                             _fmt(r.get("energy_per_atom")), int(r["kept"]), _fmt(r.get("dos_mae")),
-                             _fmt(r.get("gpaw_dos_mae")), r.get("steps", ""), r.get("converged", ""),
+                             _fmt(r.get("energy_per_atom")), int(r["kept"]), r.get("duplicate_of", ""),
+                             _fmt(r.get("dos_mae")), _fmt(r.get("gpaw_dos_mae")), r.get("steps", ""),
+                             r.get("converged", ""),
                              r.get("cif", ""), r.get("error") or r.get("score_error") or ""])
     return path
 
