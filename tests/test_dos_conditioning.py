@@ -260,3 +260,12 @@ def test_resampling_conserves_the_integral_and_the_transform_round_trips():
     with pytest.raises(ValueError, match="transform"):
         site_dos_spec(8, transform="sqrt")
 
+
+def test_the_dos_recipe_is_accepted_by_the_joint_trainer():
+    from pathlib import Path
+
+    from diffase.train.recipe import load_recipe
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "dos-mp20.json")
+    assert recipe.config["node_condition"] == "site_dos" and recipe.config["p_uncond"] == 0.2
+    assert recipe.config["init_from"] == "joint-mp20" and recipe.config["hold_out_from"] == "site-labels-mp20"

@@ -344,8 +344,7 @@ def train_joint_model(
         return make_checkpoint(model, fields, elements, counts, **descriptor_labels.checkpoint_entries(), **extra)
 
     meta = {
-        "data": str(train_source) if not config.label_folders else [str(train_source), *config.label_folders],
-        "val_data": str(val_source), "labels": str(labels) if labels else None,
+        "data": str(train_source), "val_data": str(val_source), "labels": str(labels) if labels else None,
         "n_train": len(train_items), "n_val": len(val_items),
         "skipped_without_descriptors": {"train": skipped, "val": val_skipped},
         "descriptor_label_sources": dict(Counter(r.get("label_source", "dft") for r in train_records)) if keys else {},
