@@ -49,3 +49,7 @@ class SamplingError(DiffaseError, RuntimeError):
 
 class PredictedLabelError(DiffaseError, ValueError):
     """A predicted (surrogate) label was given where a DFT label is required."""
+
+
+class SiteIndexError(DiffaseError, IndexError):
+    """A site index (a conditioned or fixed site) lies outside the crystal it refers to."""

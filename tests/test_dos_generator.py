@@ -369,3 +369,23 @@ def test_ranking_gives_a_duplicate_no_rank(tmp_path, surrogate):
     with open(write_ranking(tmp_path, out)) as fh:
         table = list(csv.DictReader(fh))
     assert [t["rank"] for t in table] == ["1", "2", "", ""]
+
+
+def test_cli_refuses_bad_input_before_writing(tmp_path, capsys):
+    from diffase.cli import main
+
+    model_path = tmp_path / "tiny-dos.pt"
+    torch.save(dos_model().to_checkpoint(node_condition=SPEC), model_path)
+    np.save(tmp_path / "target.npy", target_rows(1))
+    al_cu().to(filename=str(tmp_path / "AlCu.cif"))
+    out = tmp_path / "screen"
+    base = ["dos-screen", "--template", str(tmp_path / "AlCu.cif"), "--t-start", "0.2", "--model", str(model_path),
+            "--elemental-references", str(emt_references(tmp_path)), "--out", str(out)]
+    assert main([*base, "--target", str(tmp_path / "target.npy"), "--sites", "5"]) == 2
+    assert "site index 5 is out of range" in capsys.readouterr().err
+    np.save(tmp_path / "short.npy", np.ones((1, 40)))
+    assert main([*base, "--target", str(tmp_path / "short.npy"), "--sites", "0"]) == 2
+    assert "pass its energy grid" in capsys.readouterr().err
+    assert main([*base, "--target", str(tmp_path / "short.npy"), "--sites", "0", "--energies=-8:8:40",
+                 "--samples", "0"]) == 2
+    assert not out.exists()

@@ -25,7 +25,8 @@ def register(sub) -> None:
     p.add_argument("--target", required=True, help="label .npz, CompleteDos .json(.gz), vasprun.xml, DOSMatGen "
                                                     ".json list, or an array (.npy / text)")
     p.add_argument("--record", default=None, help="structure_id of a DOSMatGen file's record (default: the first)")
-    p.add_argument("--energies", default=None, help="energy grid of an array target: E_MIN:E_MAX:N or a text file")
+    p.add_argument("--energies", default=None,
+                   help="energy grid of an array target: E_MIN:E_MAX:N (write --energies=-10:10:400) or a text file")
     p.add_argument("--sites", default=None, help="comma-separated site indices to condition (default: every "
                                                  "target row); the other sites are free")
     p.add_argument("--total", action="store_true", help="the target is a total DOS: every site gets total/n_atoms")

@@ -42,6 +42,7 @@ from diffase.data.electronic.dos import (
     site_dos_from_complete_dos,
     smear_sampled,
 )
+from diffase.errors import SiteIndexError
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ class DOSTarget:
 
     def node_conditions(self, n_atoms: int) -> np.ndarray:
         """(n_atoms, P) per-site conditions of a crystal of ``n_atoms``: the target rows at ``sites``, NaN rows
-        ("not given": free sites) elsewhere. Raises ``IndexError`` for a site outside the crystal."""
+        ("not given": free sites) elsewhere. Raises :class:`~diffase.errors.SiteIndexError` for a site outside the
+        crystal."""
         check_sites(self.sites, n_atoms)
         rows = np.full((n_atoms, self.window.n_points), np.nan)
         rows[list(self.sites)] = self.site_dos
@@ -71,12 +73,12 @@ class DOSTarget:
 
 
 def check_sites(sites, n_atoms: int, what: str = "the generated crystal") -> tuple[int, ...]:
-    """``sites`` as a tuple of ints, each in 0..n_atoms-1 and none twice; ``IndexError``/``ValueError`` naming the
-    problem otherwise."""
+    """``sites`` as a tuple of ints, each in 0..n_atoms-1 and none twice; :class:`~diffase.errors.SiteIndexError`
+    (an ``IndexError``) / ``ValueError`` naming the problem otherwise."""
     out = tuple(int(i) for i in sites)
     bad = [i for i in out if not 0 <= i < n_atoms]
     if bad:
-        raise IndexError(f"site index {bad[0]} is out of range: {what} has {n_atoms} sites (0..{n_atoms - 1}); "
+        raise SiteIndexError(f"site index {bad[0]} is out of range: {what} has {n_atoms} sites (0..{n_atoms - 1}); "
                          "give site indices within it, or a template / num_atoms with more sites")
     if len(set(out)) != len(out):
         raise ValueError(f"site indices repeat in {list(out)}; give each conditioned site once")
