@@ -230,7 +230,8 @@ def write_ranking(out: Path, rows: list[dict]) -> Path:
 
 def overlay_curves(row: dict, target) -> tuple[dict[str, np.ndarray], list[str]]:
     """The curves of one ranked crystal's plot, named for the legend (``target`` is the target, ``generated ...``
-    the generated crystal's DOS), and the panel labels."""
+    the generated crystal's DOS), and the panel labels (site and generated element; the target's element too when
+    it differs)."""
     score, s = row["score"], row["structure"]
     if target.total is not None:
         n = len(s)
@@ -241,7 +242,9 @@ def overlay_curves(row: dict, target) -> tuple[dict[str, np.ndarray], list[str]]
     curves = {"target": target.site_dos, "generated (surrogate)": score["predicted_site_dos"]}
     if "gpaw_site_dos" in row:
         curves["generated (GPAW)"] = row["gpaw_site_dos"][list(target.sites)]
-    return curves, [f"site {i} {s[i].specie.symbol}" for i in target.sites]
+    given = target.structure  # the target's own crystal, when known: name its element where the sample differs
+    return curves, [f"site {i} {s[i].specie.symbol}" + (f"\n(target {given[i].specie.symbol})" if given is not None
+                    and i < len(given) and given[i].specie != s[i].specie else "") for i in target.sites]
 
 
 def write_plots(out: Path, rows: list[dict], jobs, top: int) -> list[Path]:
