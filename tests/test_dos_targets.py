@@ -131,3 +131,14 @@ def test_dosmatgen_json_round_trip(tmp_path):
     path.write_text(json.dumps([{"structure_id": "x"}]))
     with pytest.raises(ValueError, match="missing positions, cell, atomic_numbers, y"):
         read_dosmatgen_json(path)
+
+
+def test_targets_are_regridded_as_the_model_was_trained(shared_data):
+    """A label's site DOS put on a 128-point grid by the target code equals what dos-mp20's training saw
+    (diffase.generators.node_condition.resample_dos): a user's target and the training conditions agree."""
+    from diffase.generators.node_condition import resample_dos
+
+    label = read_label(shared_data / "electronic" / "mp-864957.npz")
+    window = DosWindow(-10.0, 10.0, 128)
+    target = resolve_target(shared_data / "electronic" / "mp-864957.npz", window)
+    assert np.allclose(target.site_dos, resample_dos(label["dos_grid"], label["dos"], -10.0, 10.0, 128), atol=1e-12)
