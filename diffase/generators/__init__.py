@@ -11,7 +11,9 @@ from diffase.runtime import configure_threads, resolve_device
 
 
 def load_model(name: str | os.PathLike = hub.DEFAULT_SCORE_MODEL, device: str | torch.device = "auto"):
-    """Load a named or local checkpoint (offline, ``weights_only=True``), once per process and device.
+    """Load a named or local checkpoint (offline, ``weights_only=True``), once per process and device: a score
+    model, a joint model, or the charge-density VQ-VAE (``"vqvae-density"``, a
+    :class:`~diffase.nn.vqvae3d.DensityVQVAE`).
 
     ``device="auto"`` picks CUDA when available, else the CPU (threads set by
     :func:`diffase.runtime.configure_threads`). Raises :class:`~diffase.errors.CheckpointNotFoundError`
@@ -19,6 +21,7 @@ def load_model(name: str | os.PathLike = hub.DEFAULT_SCORE_MODEL, device: str | 
     """
     from diffase.generators import joint
     from diffase.generators.score_model import CHECKPOINT_KIND, ScoreModel
+    from diffase.nn import vqvae3d
 
     dev = resolve_device(device)
     if dev.type == "cpu":
@@ -30,6 +33,8 @@ def load_model(name: str | os.PathLike = hub.DEFAULT_SCORE_MODEL, device: str | 
             return ScoreModel.from_checkpoint(ckpt, dev)
         if ckpt["kind"] == joint.CHECKPOINT_KIND:
             return joint.JointModel.from_checkpoint(ckpt, dev)
+        if ckpt["kind"] == vqvae3d.CHECKPOINT_KIND:
+            return vqvae3d.DensityVQVAE.from_checkpoint(ckpt, dev)
         raise ValueError(f"{ckpt['path']}: unknown checkpoint kind {ckpt['kind']!r}")
 
     return hub.cached(name, dev, build)

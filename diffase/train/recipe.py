@@ -8,8 +8,10 @@ A recipe is a JSON object with these keys (all but ``model`` optional):
   Bader predictor, :func:`~diffase.train.site_trainer.train_site_model`; ``train`` is a DFT label folder, split by
   material inside, no ``val``), ``"dos-autoencoder"`` (the atomic-DOS autoencoder,
   :func:`~diffase.train.dos_autoencoder_trainer.train_dos_autoencoder`; ``train`` is a DFT label folder, split by
-  material inside, no ``val``) or ``"density"`` (the valence-density predictor,
-  :func:`~diffase.train.density_trainer.train_density_model`; likewise a DFT label folder, no ``val``);
+  material inside, no ``val``), ``"density"`` (the valence-density predictor,
+  :func:`~diffase.train.density_trainer.train_density_model`; likewise a DFT label folder, no ``val``) or
+  ``"vqvae"`` (the charge-density VQ-VAE, :func:`~diffase.train.vqvae_trainer.train_vqvae`; ``train`` is a label
+  folder, a CHGCAR folder or ChargeDIFF's layout, split by material inside, no ``val``);
 * ``train``, ``val``: data paths (relative paths are read from the current directory); ``out``: run folder;
   ``labels``: label CSV of a conditional joint model;
 * ``model_config``: the network's settings (score: :class:`~diffase.nn.score_net.ScoreNetConfig` except
@@ -36,9 +38,9 @@ from pathlib import Path
 #: Network settings a recipe must not give: the trainer sets them from the data.
 _FROM_DATA = {"score": {"avg_num_neighbors"}, "joint": {"num_elements", "conditions", "node_fields"},
               "site-labels": {"avg_num_neighbors", "dos_points"}, "dos-autoencoder": {"dos_points", "e_min", "e_max"},
-              "density": {"avg_num_neighbors", "avg_probe_neighbors"}}
+              "density": {"avg_num_neighbors", "avg_probe_neighbors"}, "vqvae": set()}
 #: Recipe models trained on one DFT label folder, split by material inside (no ``val``).
-_LABEL_FOLDER_MODELS = ("site-labels", "dos-autoencoder", "density")
+_LABEL_FOLDER_MODELS = ("site-labels", "dos-autoencoder", "density", "vqvae")
 
 
 @dataclass
@@ -84,9 +86,14 @@ def _accepted(model: str) -> dict[str, set[str]]:
         from diffase.train.density_trainer import DensityTrainConfig
 
         net, process, loop = DensityNetConfig, set(), DensityTrainConfig
+    elif model == "vqvae":
+        from diffase.nn.vqvae3d import VQVAE3DConfig
+        from diffase.train.vqvae_trainer import VQVAETrainConfig
+
+        net, process, loop = VQVAE3DConfig, set(), VQVAETrainConfig
     else:
-        raise ValueError(f"recipe model must be 'score', 'joint', 'site-labels', 'dos-autoencoder' or 'density', "
-                         f"got {model!r}")
+        raise ValueError(f"recipe model must be 'score', 'joint', 'site-labels', 'dos-autoencoder', 'density' or "
+                         f"'vqvae', got {model!r}")
     return {"model_config": {f.name for f in fields(net)} - _FROM_DATA[model], "process": process,
             "config": {f.name for f in fields(loop)}}
 
@@ -111,8 +118,8 @@ def load_recipe(path: str | Path) -> Recipe:
         raise ValueError(f"recipe {path}: unknown key(s) {', '.join(map(repr, unknown))}; "
                          f"known: {', '.join(f.name for f in fields(Recipe))}")
     if "model" not in data:
-        raise ValueError(f"recipe {path}: no 'model' ('score', 'joint', 'site-labels', 'dos-autoencoder' or "
-                         "'density')")
+        raise ValueError(f"recipe {path}: no 'model' ('score', 'joint', 'site-labels', 'dos-autoencoder', "
+                         "'density' or 'vqvae')")
     return check_recipe(Recipe(**data))
 
 
@@ -146,6 +153,11 @@ def train_recipe(recipe: Recipe, *, train=None, val=None, out=None, overrides: d
             return train_density_model(train, out, model_config=recipe.model_config,
                                        config=DensityTrainConfig(**recipe.config), device=device,
                                        num_threads=num_threads, progress=progress)
+        if recipe.model == "vqvae":
+            from diffase.train.vqvae_trainer import VQVAETrainConfig, train_vqvae
+
+            return train_vqvae(train, out, model_config=recipe.model_config, config=VQVAETrainConfig(**recipe.config),
+                               device=device, num_threads=num_threads, progress=progress)
         from diffase.train.site_trainer import SiteTrainConfig, train_site_model
 
         return train_site_model(train, out, model_config=recipe.model_config, config=SiteTrainConfig(**recipe.config),

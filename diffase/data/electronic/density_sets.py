@@ -1,0 +1,145 @@
+"""Sets of (structure, charge density) pairs on an N^3 grid, read from the layouts users have.
+
+Every reader returns a list of :class:`DensityEntry` (``name``, ``structure``, ``rho`` (N, N, N) in e/Angstrom^3 on
+the fractional points ``(i/N, j/N, k/N)`` of the structure's stored cell, as :mod:`diffase.data.electronic.density`):
+
+* :func:`read_label_densities`: a diffase label folder (``rho32`` of each DFT label; predicted labels carry none and
+  are skipped);
+* :func:`read_chgcar_folder`: a folder of VASP CHGCAR / AECCAR files (``.gz`` too) or cube files, Fourier-regridded
+  to N^3 by :func:`~diffase.data.electronic.density.regrid`, which keeps the electron count;
+* :func:`read_anchor_layout`: ChargeDIFF's layout, ``structure/{split}.csv`` (``material_id``, ``cif`` columns) and
+  ``charge_density/<material_id>.npy`` (an N^3 array per material);
+* :func:`read_density_set` picks one of the three from what the folder holds.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pymatgen.core import Structure
+
+from diffase.data.electronic.dataset import (
+    ElectronicDataset,
+    is_predicted,
+    label_structure,
+    read_label,
+)
+from diffase.data.electronic.density import (
+    DEFAULT_GRID,
+    chgcar_to_density,
+    read_density,
+    regrid,
+)
+
+#: Unit conventions of an anchor-layout ``.npy``: e/Angstrom^3, or VASP's rho x V (e; divided by the volume here).
+ANCHOR_UNITS = ("e/A^3", "e")
+#: :func:`read_chgcar_folder` reads the files whose lower-cased name contains one of these, or ends in ``.cube``.
+_DENSITY_FILE_TAGS = ("chgcar", "aeccar")
+
+
+@dataclass
+class DensityEntry:
+    """One material: its ``name``, ``structure`` (stored cell) and density ``rho`` (N, N, N) e/Angstrom^3."""
+
+    name: str
+    structure: Structure
+    rho: np.ndarray
+
+    @property
+    def electrons(self) -> float:
+        """Electrons in the cell, ``mean(rho) * volume`` (e)."""
+        return float(self.rho.mean() * self.structure.lattice.volume)
+
+
+def read_label_densities(folder: str | Path) -> list[DensityEntry]:
+    """The ``rho32`` densities of the DFT labels in a diffase label folder (``index.csv`` order)."""
+    entries = []
+    for path in ElectronicDataset(folder).files:
+        label = read_label(path)
+        if is_predicted(label) or "rho32" not in label:
+            continue
+        entries.append(DensityEntry(label["material_id"], label_structure(label), label["rho32"].astype(np.float32)))
+    if not entries:
+        raise ValueError(f"{folder}: no DFT label with a density (rho32); predicted labels carry none")
+    return entries
+
+
+def _is_density_file(path: Path) -> bool:
+    name = path.name.lower()
+    return path.is_file() and (any(tag in name for tag in _DENSITY_FILE_TAGS) or name.endswith(".cube"))
+
+
+def read_chgcar_folder(folder: str | Path, grid: int = DEFAULT_GRID) -> list[DensityEntry]:
+    """Densities of the CHGCAR / AECCAR / cube files in ``folder`` (not recursive), each regridded to ``grid``^3.
+
+    The name of an entry is its file name. Regridding is Fourier interpolation, which keeps ``mean(rho)``, hence
+    the electron count, to round-off; a spin-polarised CHGCAR contributes its total (up + down) density."""
+    folder = Path(folder)
+    paths = sorted(p for p in folder.iterdir() if _is_density_file(p)) if folder.is_dir() else []
+    if not paths:
+        raise ValueError(f"{folder}: no CHGCAR*, AECCAR* or *.cube file found")
+    entries = []
+    for path in paths:
+        volumetric = read_density(path)
+        rho = regrid(chgcar_to_density(volumetric), grid, lattice=volumetric.structure.lattice.matrix)
+        entries.append(DensityEntry(path.name, volumetric.structure, rho.astype(np.float32)))
+    return entries
+
+
+def read_anchor_layout(root: str | Path, split: str = "train", *, units: str = "e/A^3") -> list[DensityEntry]:
+    """ChargeDIFF's layout: rows of ``root/structure/{split}.csv`` (``material_id``, ``cif``; ``.csv.gz`` too) with
+    their ``root/charge_density/<material_id>.npy`` grids. ``units``: ``"e/A^3"`` (the arrays are densities) or
+    ``"e"`` (VASP's rho x V, divided by the cell volume here)."""
+    if units not in ANCHOR_UNITS:
+        raise ValueError(f"units must be one of {ANCHOR_UNITS}, got {units!r}")
+    root = Path(root)
+    table = next((p for p in (root / "structure" / f"{split}.csv", root / "structure" / f"{split}.csv.gz")
+                  if p.is_file()), None)
+    if table is None:
+        raise FileNotFoundError(f"no {root / 'structure' / f'{split}.csv'}: ChargeDIFF's layout is "
+                                "structure/{split}.csv + charge_density/<material_id>.npy")
+    with (gzip.open(table, "rt") if table.suffix == ".gz" else open(table, newline="")) as fh:
+        rows = list(csv.DictReader(fh))
+    if rows and not {"material_id", "cif"} <= set(rows[0]):
+        raise ValueError(f"{table} needs 'material_id' and 'cif' columns, has {sorted(rows[0])}")
+    entries = []
+    for row in rows:
+        path = root / "charge_density" / f"{row['material_id']}.npy"
+        if not path.is_file():
+            raise FileNotFoundError(f"{table} lists {row['material_id']} but {path} does not exist")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # CIF rounding chatter
+            structure = Structure.from_str(row["cif"], fmt="cif")
+        rho = np.load(path, allow_pickle=False).astype(np.float64)
+        if rho.ndim != 3:
+            raise ValueError(f"{path}: a density grid has 3 axes, got shape {rho.shape}")
+        if units == "e":
+            rho = rho / structure.lattice.volume
+        entries.append(DensityEntry(row["material_id"], structure, rho.astype(np.float32)))
+    return entries
+
+
+def read_density_set(path: str | Path, *, split: str = "train", grid: int = DEFAULT_GRID) -> list[DensityEntry]:
+    """Densities of a label folder (``*.npz``), an anchor layout (``structure/`` + ``charge_density/``) or a folder
+    of CHGCAR-like files, whichever ``path`` is; every grid must be ``grid``^3 (label and anchor grids are not
+    regridded: refused with the shape found)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no folder at {path}: give a label folder, a ChargeDIFF layout or a CHGCAR folder")
+    if (path / "structure").is_dir() and (path / "charge_density").is_dir():
+        entries = read_anchor_layout(path, split)
+    elif any(path.glob("*.npz")):
+        entries = read_label_densities(path)
+    else:
+        entries = read_chgcar_folder(path, grid)
+    wrong = [e.name for e in entries if e.rho.shape != (grid,) * 3]
+    if wrong:
+        raise ValueError(f"{path}: {len(wrong)} densities are not on a {grid}^3 grid (e.g. {wrong[0]}: "
+                         f"{next(e.rho.shape for e in entries if e.name == wrong[0])}); regrid them "
+                         "(diffase.data.electronic.density.regrid)")
+    return entries
