@@ -160,7 +160,7 @@ def test_cli_label_is_registered():
 def test_fast_preset_is_coarse_scf_plus_dos_pass_on_the_default_mesh():
     fast, default = LabelSettings.from_preset("fast"), LabelSettings.from_preset("default")
     assert default == LabelSettings() and default.dos_mesh(nacl().lattice) is None
-    assert (fast.h, fast.kpoint_density, fast.kpoint_cap, fast.preset) == (0.25, 8.0, 4, "fast")
+    assert (fast.h, fast.kpoint_density, fast.kpoint_cap, fast.preset) == (0.2, 8.0, 4, "fast")
     lattice = nacl().lattice
     assert fast.dos_mesh(lattice) == kpoint_mesh(lattice, 15.0, 6) == [5, 5, 5]
     assert kpoint_mesh(lattice, fast.kpoint_density, fast.kpoint_cap) == [3, 3, 3]
@@ -207,13 +207,13 @@ def test_resume_refuses_changed_settings_before_any_work(tmp_path, monkeypatch):
     fast = LabelSettings.from_preset("fast")
     with pytest.raises(SettingsMismatchError) as info:
         label_structures(structures, tmp_path, settings=fast, shard=(1, 2))
-    for difference in ("h: 0.2 -> 0.25", "kpoint_density: 15.0 -> 8.0", "kpoint_cap: 6 -> 4", "preset: 'default'"):
+    for difference in ("kpoint_density: 15.0 -> 8.0", "kpoint_cap: 6 -> 4", "preset: 'default'"):
         assert difference in str(info.value)
     assert len(calls) == 1 and sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing ran, nothing written
 
     # a folder from before settings.json existed is checked against its labels' own settings
     (tmp_path / "settings.json").unlink()
-    with pytest.raises(SettingsMismatchError, match="h: 0.2 -> 0.25"):
+    with pytest.raises(SettingsMismatchError, match="kpoint_density: 15.0 -> 8.0"):
         label_structures(structures, tmp_path, settings=fast)
 
     # the same settings (a longer timeout is allowed) resume: the done structure is skipped, the other labelled
