@@ -57,34 +57,18 @@ def _cell_edges(energies: np.ndarray) -> np.ndarray:
 def resample_dos(energies: Sequence[float], dos: np.ndarray, e_min: float = -10.0, e_max: float = 10.0,
                  n_points: int = 128) -> np.ndarray:
     """Bring a tabulated DOS (..., n_in) on ascending ``energies`` (n_in,) to ``n_points`` from ``e_min`` to
-    ``e_max``, keeping the number of states in every output cell.
+    ``e_max``, keeping the number of states in every output cell
+    (:func:`diffase.data.electronic.dos_targets.regrid_dos`: the input is piecewise linear, zero outside its
+    grid; the cells are the midpoints around each output energy, half cells at the ends). NaN rows stay NaN
+    (free sites)."""
+    from diffase.data.electronic.dos import DosWindow
+    from diffase.data.electronic.dos_targets import regrid_dos
 
-    The input is taken as piecewise linear (its trapezoid integral); each output value is the states between
-    the midpoints around its energy divided by the cell width (the end cells are half cells). The integral of
-    the output by the same cells equals the input's trapezoid integral over [e_min, e_max] exactly; outside
-    the input's range the DOS is taken as 0. NaN rows stay NaN.
-    """
-    e_in = np.asarray(energies, dtype=np.float64)
     dos = np.asarray(dos, dtype=np.float64)
-    if e_in.ndim != 1 or dos.shape[-1] != e_in.shape[0] or e_in.shape[0] < 2:
-        raise ValueError(f"energies {e_in.shape} and dos {dos.shape} must share the last axis (>= 2 points)")
-    if not np.all(np.diff(e_in) > 0):
-        raise ValueError("energies must be strictly ascending")
-    out_edges = _cell_edges(np.linspace(e_min, e_max, n_points))
-    # cumulative states N(E) at the input points (trapezoid), linear DOS between them -> N quadratic per segment
-    seg = np.diff(e_in)
-    cum = np.concatenate([np.zeros(dos.shape[:-1] + (1,)),
-                          np.cumsum(0.5 * (dos[..., 1:] + dos[..., :-1]) * seg, axis=-1)], axis=-1)
-
-    def states_below(x: np.ndarray) -> np.ndarray:
-        x = np.clip(x, e_in[0], e_in[-1])
-        k = np.clip(np.searchsorted(e_in, x, side="right") - 1, 0, len(e_in) - 2)
-        u = x - e_in[k]
-        slope = (dos[..., k + 1] - dos[..., k]) / seg[k]
-        return cum[..., k] + dos[..., k] * u + 0.5 * slope * u**2
-
-    counts = np.diff(states_below(out_edges), axis=-1)
-    return counts / np.diff(out_edges)
+    out = np.full(dos.shape[:-1] + (int(n_points),), np.nan)
+    given = ~np.isnan(dos).all(axis=-1)
+    out[given] = regrid_dos(energies, dos[given], DosWindow(float(e_min), float(e_max), int(n_points)))
+    return out
 
 
 def integral(energies: Sequence[float], dos: np.ndarray) -> np.ndarray:
