@@ -8,7 +8,9 @@ site-DOS model ``--model`` never trained on, from any label folder; the surrogat
 * template-guided generation from the true structure noised to t_start (0.2 / 0.5 / 1.0), every site
   conditioned on y (resampled to the model's grid), ``--samples`` crystals per material, at guidance scales
   ``--scales`` (0 = the same network unconditional, 1 = conditional, 2 = CFG with DOSMatGen's w = 1), plus the
-  unconditional prior ``--baseline`` (joint-mp20) from the same templates and seeds;
+  unconditional prior ``--baseline`` (joint-mp20) from the same templates and seeds, and, with ``--classifier``
+  (a site-DOS regressor on noisy crystals, dos-regressor-mp20), that prior under classifier guidance towards
+  the same site DOS at ``--classifier-scales`` (rows "joint-mp20 + <classifier> (classifier scale s)");
 * y_gen_hat: the surrogate on each generated crystal, rows in the site order of the template (the sampler keeps
   it); MAE(y_gen_hat, y), MAE(y_gen_hat, y_hat) (states/eV, over sites and the 512 energies, then crystals);
   structure match to the true structure (StructureMatcher stol 0.5, ltol 0.3, angle_tol 10) and composition
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -61,6 +64,8 @@ def main() -> None:
     p.add_argument("--labels", default=str(DATA / "electronic"))
     p.add_argument("--t-start", type=float, nargs="+", default=[0.2, 0.5, 1.0])
     p.add_argument("--scales", type=float, nargs="+", default=[0.0, 1.0, 2.0])
+    p.add_argument("--classifier", default=None, help="site-DOS regressor guiding --baseline (classifier guidance)")
+    p.add_argument("--classifier-scales", type=float, nargs="+", default=[1.0])
     p.add_argument("--samples", type=int, default=4, help="generated crystals per held-out material and setting")
     p.add_argument("--levels", type=int, default=200, help="sampling levels (respaced from T = 1000)")
     p.add_argument("--seed", type=int, default=0)
@@ -145,10 +150,18 @@ def main() -> None:
 
     rows = []
     for t_start in args.t_start:
-        settings = [(args.baseline, None)] + [(args.model, s) for s in args.scales]
-        for name, scale in settings:
+        settings = [(args.baseline, None, None)] + [(args.model, s, None) for s in args.scales]
+        settings += [(args.baseline, None, c) for c in (args.classifier_scales if args.classifier else [])]
+        for name, scale, classifier_scale in settings:
             t0 = time.perf_counter()
-            if scale is None:
+            label = Path(name).stem
+            if classifier_scale is not None:
+                gen = baseline.sample_from(templates, t_start=t_start, num_levels=args.levels, seed=args.seed,
+                                           node_conditions=[materials[i]["cond"] for i in owners],
+                                           classifier=args.classifier, classifier_scale=classifier_scale,
+                                           batch_size=len(templates))
+                label += f" + {Path(args.classifier).stem} (classifier scale {classifier_scale:g})"
+            elif scale is None:
                 gen = baseline.sample_from(templates, t_start=t_start, num_levels=args.levels, seed=args.seed,
                                            batch_size=len(templates))
             else:
@@ -157,7 +170,8 @@ def main() -> None:
                                         guidance_scale=scale, batch_size=len(templates))
             records = [r for batch in gen for r in batch]
             seconds = time.perf_counter() - t0
-            row = {"t_start": t_start, "model": Path(name).stem, "guidance_scale": scale, **evaluate(records),
+            row = {"t_start": t_start, "model": label, "guidance_scale": scale,
+                   "classifier_scale": classifier_scale, **evaluate(records),
                    "seconds": round(seconds, 1)}
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -187,12 +201,13 @@ def main() -> None:
     train_meta = model.meta.get("train", {})
     result = {
         "model": str(args.model), "baseline": str(args.baseline), "surrogate": str(args.surrogate),
+        "classifier": args.classifier,
         "model_step": train_meta.get("step"), "label_sources": train_meta.get("node_condition_label_sources"),
         "split": args.split, "held_out": [m["id"] for m in materials], "surrogate_mae_yhat_y": surrogate_mae,
         "samples_per_material": args.samples, "levels": args.levels, "n_corrector": 1, "seed": args.seed,
         "node_condition": spec, "rows": rows, "prior": prior,
         "machine": f"{platform.machine()} {platform.processor() or ''} CPU, 1 torch thread "
-                   f"(shared 2-core machine), torch {torch.__version__}",
+                   f"(shared 2-core machine, load {os.getloadavg()[0]:.2f} at the end), torch {torch.__version__}",
         "wall_s": round(time.perf_counter() - t_all, 1),
     }
     out = Path(args.out)
@@ -222,7 +237,10 @@ def report(r: dict, n_materials: int) -> str:
         ("MAE in states/eV over sites and energies (median: over crystals), averaged over the generated crystals the surrogate can read "
         "(n MAE); match rates over all generated crystals (n); a crystal with a mask token left (invalid) or with "
         "atoms closer than 0.5 A or a cell height under 0.5 A (structure invalid) is a miss without a MAE. Scale 0 = the fine-tuned network with every site "
-        "'not given'; 1 = conditional; 2 = CFG (DOSMatGen's w = scale - 1 = 1)."),
+        "'not given'; 1 = conditional; 2 = CFG (DOSMatGen's w = scale - 1 = 1)."
+        + (f" Classifier guidance: the unconditional prior `{Path(r['baseline']).stem}` with its coordinate and "
+           f"lattice scores shifted by -scale x the gradient of `{Path(r['classifier']).stem}`'s site-DOS loss "
+           "(sum over sites of the mean squared log1p-DOS error) on the noisy crystal." if r.get("classifier") else "")),
         "",
         ("| t_start | model | guidance scale | MAE(y_gen_hat, y) | median | MAE(y_gen_hat, y_hat) | structure match | "
         "composition match | n | n MAE | invalid | structure invalid | s |"),

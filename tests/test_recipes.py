@@ -61,7 +61,8 @@ def test_each_recipe_runs_one_training_step(recipe, shared_data, tmp_path):
     # a label folder (a density folder for the VQ-VAE), split by material inside
     if json.loads(recipe.read_text())["model"] in ("site-labels", "dos-autoencoder", "density", "vqvae"):
         data_args = [str(shared_data / "electronic")]
-    elif json.loads(recipe.read_text())["config"].get("node_condition"):  # label folders; no predicted folder here
+    elif (json.loads(recipe.read_text())["config"].get("node_condition")
+          or json.loads(recipe.read_text())["model"] == "dos-regressor"):  # label folders; no predicted folder here
         copy = json.loads(recipe.read_text())
         copy["config"]["label_folders"] = []
         recipe = tmp_path / recipe.name

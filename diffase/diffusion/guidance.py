@@ -5,6 +5,10 @@
 (scores, predicted noise) are combined as they are; logits of discrete fields are combined as
 log-probabilities (the guided distribution is ``p_u^(1-w) p_c^w``, renormalised by the softmax).
 At w = 0 and w = 1 only one network call is made, so the identities hold exactly.
+
+Classifier guidance (Dhariwal & Nichol 2021; DOSMatGen's alternative to CFG) wraps a score function the same
+way: :func:`classifier_guided_score_fn` adds ``-scale * grad`` of a regressor's loss on the noisy crystal to
+the coordinate and lattice outputs, in the units each process reads.
 """
 
 from __future__ import annotations
@@ -85,6 +89,49 @@ def guided_score_fn(model_fn: Callable[[dict, int], dict], guidance_scale: float
             if key in discrete:
                 c, u = torch.log_softmax(c, -1), torch.log_softmax(u, -1)
             out[key] = u + guidance_scale * (c - u)
+        return out
+
+    return score
+
+
+def site_dos_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Sum over the conditioned sites of the mean squared error over the grid between predicted and target
+    site DOS rows, both (n_atoms, P) in the model's transformed units; NaN target rows ("free") add nothing.
+    A sum over sites, so each crystal's gradient is its own whatever the batch."""
+    given = torch.isfinite(target).all(-1)
+    return ((pred[given] - target[given]) ** 2).mean(-1).sum()
+
+
+def classifier_guided_score_fn(score_fn: Callable[[dict, int], dict], regressor_fn: Callable[[dict, int], torch.Tensor],
+                               scale: float, coords_process, lattice_process=None) -> Callable[[dict, int], dict]:
+    """Wrap ``score_fn`` with the gradient of a time-dependent regressor of the per-atom condition.
+
+    ``regressor_fn(batch, level) -> (n_atoms, P)`` predicts the condition from the noisy crystal (differentiable
+    in ``frac_coords`` and ``cell``); the target is the batch's ``node_cond`` (NaN rows free). With
+    ``g = grad site_dos_loss`` the guided score is ``score - scale g``: the wrapped-normal coordinate output is a
+    score divided by ``sqrt(E[score^2])`` (``coords_process``), so it gets ``- scale g_f / norm``; the DDPM
+    lattice output is noise ``eps = -sqrt(1 - abar) score`` (``lattice_process``, None = coordinates only), so
+    it gets ``+ scale sqrt(1 - abar) g_L``. ``scale`` 0 returns ``score_fn``'s output untouched.
+    """
+    if scale < 0:
+        raise ValueError(f"classifier guidance scale must be >= 0 (0 = off), got {scale}")
+
+    def score(batch: dict, level: int) -> dict:
+        out = score_fn(batch, level)
+        if scale == 0:
+            return out
+        with torch.enable_grad():
+            frac = batch[F.FRAC_COORDS].detach().requires_grad_(True)
+            cell = batch[F.CELL].detach().requires_grad_(True)
+            pred = regressor_fn({**batch, F.FRAC_COORDS: frac, F.CELL: cell}, level)
+            grad_frac, grad_cell = torch.autograd.grad(site_dos_loss(pred, batch[F.NODE_COND]), (frac, cell),
+                                                       allow_unused=True)
+        out = dict(out)
+        if grad_frac is not None:
+            out[F.FRAC_COORDS] = out[F.FRAC_COORDS] - scale * grad_frac / coords_process._norm_at(level)
+        if lattice_process is not None and grad_cell is not None:
+            abar = float(lattice_process.alpha_bars[lattice_process._step(level)])
+            out[F.CELL] = out[F.CELL] + scale * (1 - abar) ** 0.5 * grad_cell
         return out
 
     return score

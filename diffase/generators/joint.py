@@ -44,10 +44,11 @@ from diffase.data.structures import (
     to_structure,
 )
 from diffase.diffusion.field_registry import FieldRegistry
-from diffase.diffusion.guidance import guided_score_fn
+from diffase.diffusion.guidance import classifier_guided_score_fn, guided_score_fn
 from diffase.diffusion.sampler import sample
 from diffase.diffusion.schedules import monotone_schedule
 from diffase.generators.descriptor_decoding import decode_descriptors, decoder_entries
+from diffase.generators.dos_regressor import check_compatible, load_dos_regressor
 from diffase.generators.joint_fields import (
     STRUCTURE_FIELDS,
     descriptor_row_shapes,
@@ -207,10 +208,13 @@ class JointModel:
 
     # --- sampling -------------------------------------------------------------------------------------
     def _run(self, chunk, conditions, guidance_scale, fields, schedule, known_masks, template, n_corrector,
-             generator, progress, desc) -> list[dict]:
+             generator, progress, desc, classifier=None, classifier_scale: float = 0.0) -> list[dict]:
         dtype = next(self.net.parameters()).dtype
         batch = to_device(make_batch(chunk, conditions, dtype=dtype), self.device)
         score_fn = guided_score_fn(self.model_fn(fields), guidance_scale)
+        if classifier is not None:
+            score_fn = classifier_guided_score_fn(score_fn, classifier.level_fn(fields), classifier_scale,
+                                                  fields["coords"].process, fields["lattice"].process)
         known = {key: (mask.to(self.device), batch[key].clone()) for key, mask in known_masks.items()}
         tmpl = {key: batch[key].clone() for key in template}
         out = sample(score_fn, batch, fields.processes, schedule, n_corrector=n_corrector, known=known,
@@ -293,7 +297,7 @@ class JointModel:
                     conditions: dict | None = None, node_conditions: Sequence | None = None,
                     guidance_scale: float | None = None, batch_size: int = 64,
                     num_levels: int | None = None, n_corrector: int = 1, seed: int | None = None,
-                    progress: bool = False) -> Iterator[list[dict]]:
+                    progress: bool = False, classifier=None, classifier_scale: float = 1.0) -> Iterator[list[dict]]:
         """Generate from given crystals (``Structure``/``Atoms``), each taken in its Niggli-reduced cell (same
         crystal, same site order: the cell the model was trained on, whatever cell the input uses).
 
@@ -305,16 +309,23 @@ class JointModel:
         crystal (same atom order) in raw units (a site DOS in states/eV on the grid of :attr:`node_condition`;
         the model applies its transform); a row of NaN leaves that site free (masked conditioning). Guidance
         drops them with the graph conditions.
+        ``classifier``: a site-DOS regressor on noisy crystals (name, path or
+        :class:`~diffase.generators.dos_regressor.DOSRegressor`, e.g. ``"dos-regressor-mp20"``) for classifier
+        guidance towards ``node_conditions`` with strength ``classifier_scale`` (0 = off, exactly unguided); it
+        also guides a model without per-atom conditions (joint-mp20), whose ``node_conditions`` then follow the
+        classifier's grid.
         """
         if t_start is None and not (fix_lattice or fix_types is not None or fix_coords is not None):
             raise ValueError("sample_from needs t_start (template) and/or fixed fields; use sample() for de novo")
         if t_start is not None and not 0 < t_start <= 1:
             raise ValueError(f"t_start must be in (0, 1], got {t_start}")
         scale = self._check_guidance(conditions or node_conditions is not None, guidance_scale)
+        regressor = self._classifier(classifier, node_conditions)
         records = encode_records([structure_to_record(to_structure(s, name=f"structure {i}").get_reduced_structure())
                                   for i, s in enumerate(structures)], self.elements)
         if node_conditions is not None:
-            for rec, values in zip(records, self._node_condition_arrays(node_conditions, records), strict=True):
+            for rec, values in zip(records, self._node_condition_arrays(node_conditions, records, regressor),
+                                   strict=True):
                 rec[F.NODE_COND] = values
         fields = self.fields.respaced(num_levels)
         n_lev = fields.num_levels
@@ -338,7 +349,7 @@ class JointModel:
             conds = self.condition_values(conditions, len(chunk)) if conditions else None
             yield self._run(chunk, conds, scale, fields, schedule, masks, template, n_corrector,
                             self._batch_generator(seed, b), progress,
-                            f"crystals {lo + 1}-{lo + len(chunk)} of {len(records)}")
+                            f"crystals {lo + 1}-{lo + len(chunk)} of {len(records)}", regressor, classifier_scale)
 
     def generate(self, n: int, path: str | Path, *, batch_size: int = 64, seed: int = 0, progress: bool = True,
                  **kw) -> dict:
@@ -385,18 +396,32 @@ class JointModel:
         return {"written": state["written"], "invalid": state["invalid"], "path": str(path)}
 
     # --- helpers --------------------------------------------------------------------------------------
-    def _node_condition_arrays(self, node_conditions: Sequence, records: Sequence[dict]) -> list[np.ndarray]:
+    def _classifier(self, classifier, node_conditions):
+        """The DOS regressor of classifier guidance, checked against this model (vocabulary, DOS grid); None if
+        not given."""
+        if classifier is None:
+            return None
+        if node_conditions is None:
+            raise ValueError("classifier guidance steers towards per-atom targets; pass node_conditions (one "
+                             "site-DOS array per crystal)")
+        regressor = load_dos_regressor(classifier, self.device)
+        check_compatible(self.node_condition, self.elements, regressor)
+        return regressor
+
+    def _node_condition_arrays(self, node_conditions: Sequence, records: Sequence[dict],
+                               regressor=None) -> list[np.ndarray]:
         """Check raw per-atom conditions against the model and the crystals
         (:func:`~diffase.generators.node_condition.check_site_dos`) and return the network's input: (n_atoms, d)
         float arrays after the model's transform, NaN rows kept."""
-        dim = self.net.config.node_cond_dim
+        spec = self.node_condition if regressor is None else regressor.node_condition  # the same grid (checked)
+        dim = self.net.config.node_cond_dim if regressor is None else int(spec["n_points"])
         if not dim:
             raise ValueError("this model was not trained with per-atom conditions (node_cond_dim = 0, no "
                              "node_condition in its checkpoint, e.g. joint-mp20); use a checkpoint trained with "
-                             "them (dos-mp20 for a site DOS)")
+                             "them (dos-mp20 for a site DOS), or guide this one with a classifier (classifier='dos-regressor-mp20')")
         if len(node_conditions) != len(records):
             raise ValueError(f"{len(node_conditions)} per-atom condition arrays for {len(records)} crystals")
-        return [apply_transform(self.node_condition, check_site_dos(values, len(rec[F.ATOMIC_NUMBERS]), dim, i))
+        return [apply_transform(spec, check_site_dos(values, len(rec[F.ATOMIC_NUMBERS]), dim, i))
                 for i, (values, rec) in enumerate(zip(node_conditions, records))]
 
     def _batch_generator(self, seed: int | None, b: int):

@@ -4,7 +4,9 @@ A recipe is a JSON object with these keys (all but ``model`` optional):
 
 * ``model``: ``"score"`` (:func:`~diffase.train.score_trainer.train_score_model`; several devices:
   :func:`~diffase.train.lightning.train_score_model_lightning`), ``"joint"``
-  (:func:`~diffase.train.joint_trainer.train_joint_model`, one device), ``"site-labels"`` (the site-DOS and
+  (:func:`~diffase.train.joint_trainer.train_joint_model`, one device), ``"dos-regressor"`` (the time-dependent
+  site-DOS regressor of classifier guidance, :func:`~diffase.train.dos_regressor_trainer.train_dos_regressor`;
+  ``train`` / ``val`` are label folders as for a site-DOS joint model), ``"site-labels"`` (the site-DOS and
   Bader predictor, :func:`~diffase.train.site_trainer.train_site_model`; ``train`` is a DFT label folder, split by
   material inside, no ``val``), ``"dos-autoencoder"`` (the atomic-DOS autoencoder,
   :func:`~diffase.train.dos_autoencoder_trainer.train_dos_autoencoder`; ``train`` is a DFT label folder, split by
@@ -38,7 +40,8 @@ from pathlib import Path
 #: Network settings a recipe must not give: the trainer sets them from the data.
 _FROM_DATA = {"score": {"avg_num_neighbors"}, "joint": {"num_elements", "conditions", "node_fields"},
               "site-labels": {"avg_num_neighbors", "dos_points"}, "dos-autoencoder": {"dos_points", "e_min", "e_max"},
-              "density": {"avg_num_neighbors", "avg_probe_neighbors"}, "vqvae": set()}
+              "density": {"avg_num_neighbors", "avg_probe_neighbors"}, "vqvae": set(),
+              "dos-regressor": {"num_elements", "node_fields"}}
 #: Recipe models trained on one DFT label folder, split by material inside (no ``val``).
 _LABEL_FOLDER_MODELS = ("site-labels", "dos-autoencoder", "density", "vqvae")
 
@@ -71,6 +74,11 @@ def _accepted(model: str) -> dict[str, set[str]]:
         from diffase.train.joint_trainer import JointTrainConfig
 
         net, process, loop = JointDenoiserConfig, set(), JointTrainConfig
+    elif model == "dos-regressor":
+        from diffase.nn.joint_denoiser import JointDenoiserConfig
+        from diffase.train.dos_regressor_trainer import DosRegressorTrainConfig
+
+        net, process, loop = JointDenoiserConfig, set(), DosRegressorTrainConfig
     elif model == "site-labels":
         from diffase.predictors.site_net import SiteNetConfig
         from diffase.train.site_trainer import SiteTrainConfig
@@ -92,8 +100,8 @@ def _accepted(model: str) -> dict[str, set[str]]:
 
         net, process, loop = VQVAE3DConfig, set(), VQVAETrainConfig
     else:
-        raise ValueError(f"recipe model must be 'score', 'joint', 'site-labels', 'dos-autoencoder', 'density' or "
-                         f"'vqvae', got {model!r}")
+        raise ValueError(f"recipe model must be 'score', 'joint', 'dos-regressor', 'site-labels', 'dos-autoencoder', "
+                         f"'density' or 'vqvae', got {model!r}")
     return {"model_config": {f.name for f in fields(net)} - _FROM_DATA[model], "process": process,
             "config": {f.name for f in fields(loop)}}
 
@@ -173,6 +181,17 @@ def train_recipe(recipe: Recipe, *, train=None, val=None, out=None, overrides: d
         return train_joint_model(train, val, out, model_config=recipe.model_config,
                                  config=JointTrainConfig(**recipe.config), labels=recipe.labels, device=device,
                                  num_threads=num_threads, limit_train=limit_train, progress=progress)
+    if recipe.model == "dos-regressor":
+        if devices > 1:
+            raise ValueError("the DOS regressor trains on one device")
+        from diffase.train.dos_regressor_trainer import (
+            DosRegressorTrainConfig,
+            train_dos_regressor,
+        )
+
+        return train_dos_regressor(train, val, out, model_config=recipe.model_config,
+                                   config=DosRegressorTrainConfig(**recipe.config), device=device,
+                                   num_threads=num_threads, limit_train=limit_train, progress=progress)
     from diffase.diffusion.ve import VEProcess
     from diffase.nn.score_net import ScoreNetConfig
     from diffase.train.score_trainer import TrainConfig
