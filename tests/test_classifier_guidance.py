@@ -141,3 +141,22 @@ def test_the_trainer_fits_noisy_crystals_and_its_checkpoint_loads(shared_data, t
     assert reg.node_condition["n_points"] == N and reg.meta["train"]["step"] == 2
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "dos-regressor-mp20.json")
     assert recipe.model == "dos-regressor" and recipe.config["node_condition_points"] == 128
+
+
+def test_sample_and_the_dos_generator_take_the_classifier(monkeypatch):
+    from diffase.generators.dos_conditioned import DOSConditionedGenerator
+
+    model, reg = dos_model(), tiny_regressor()
+    kw = {"node_conditions": [_raw(3)], "num_levels": 10, "seed": 0}
+    [[plain]] = list(model.sample(1, **kw))
+    [[off]] = list(model.sample(1, classifier=reg, classifier_scale=0.0, **kw))
+    [[on]] = list(model.sample(1, classifier=reg, classifier_scale=50.0, **kw))
+    assert np.array_equal(plain[F.FRAC_COORDS], off[F.FRAC_COORDS])
+    assert not np.allclose(plain[F.FRAC_COORDS], on[F.FRAC_COORDS])
+    calls = []
+    monkeypatch.setattr(model, "sample_from", lambda *a, **k: calls.append(k) or iter([]))
+    s = rocksalt()
+    g = DOSConditionedGenerator(_raw(len(s)), model=model, classifier=reg, classifier_scale=3.0, n_samples=1,
+                                num_levels=4, t_start=0.5)
+    list(g.iter_batches([s]))
+    assert calls[0]["classifier"] is reg and calls[0]["classifier_scale"] == 3.0

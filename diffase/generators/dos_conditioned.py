@@ -110,6 +110,9 @@ class DOSConditionedGenerator(AbstractTransformation):
         energies: the target array's energy grid, E - E_F in eV (not needed on the model's own grid).
         total: the target is a material-level total DOS (states/eV per cell).
         sigma: smearing of a ``CompleteDos`` target, eV (None: the larger of 0.0707 eV and its energy step).
+        classifier: a site-DOS regressor on noisy crystals (name or path, e.g. ``"dos-regressor-mp20"``) adding
+            classifier guidance with strength ``classifier_scale`` on top of CFG (None: off). Measured not to help
+            yet: see ``models/dos-regressor-mp20.md``.
         num_levels: respaced sampler levels (None: the model's own). batch_size: crystals per network call.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
     """
@@ -118,7 +121,7 @@ class DOSConditionedGenerator(AbstractTransformation):
                  model="dos-mp20", t_start: float | None = None, fix_species=None, num_atoms: int | None = None,
                  surrogate="site-labels-mp20", seed: int = 0, energies=None, total: bool = False,
                  sigma: float | None = None, num_levels: int | None = None, batch_size: int = 64,
-                 device: str = "auto"):
+                 device: str = "auto", classifier=None, classifier_scale: float = 1.0):
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
         if guidance_scale < 0:
@@ -129,6 +132,7 @@ class DOSConditionedGenerator(AbstractTransformation):
         self.model, self.t_start, self.fix_species, self.num_atoms = model, t_start, fix_species, num_atoms
         self.surrogate, self.seed, self.energies, self.total, self.sigma = surrogate, seed, energies, total, sigma
         self.num_levels, self.batch_size, self.device = num_levels, batch_size, device
+        self.classifier, self.classifier_scale = classifier, classifier_scale
         self._loaded: dict = {}
 
     def __repr__(self) -> str:
@@ -260,7 +264,7 @@ class DOSConditionedGenerator(AbstractTransformation):
             chunk = jobs[lo : lo + self.batch_size]
             kw = {"node_conditions": [j.node_condition for j in chunk], "guidance_scale": self.guidance_scale,
                   "seed": child_seed(self.seed, b), "batch_size": len(chunk), "num_levels": self.num_levels,
-                  "progress": progress}
+                  "progress": progress, "classifier": self.classifier, "classifier_scale": self.classifier_scale}
             if all(j.structure is None for j in chunk):
                 records = model.sample(len(chunk), num_atoms=[j.n_atoms for j in chunk], **kw)
             else:

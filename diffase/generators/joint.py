@@ -247,7 +247,7 @@ class JointModel:
     def sample(self, n: int, *, num_atoms: int | Sequence[int] | None = None, conditions: dict | None = None,
                node_conditions: Sequence | None = None, guidance_scale: float | None = None, batch_size: int = 64,
                num_levels: int | None = None, n_corrector: int = 1, seed: int | None = None, progress: bool = False,
-               start_batch: int = 0) -> Iterator[list[dict]]:
+               start_batch: int = 0, classifier=None, classifier_scale: float = 1.0) -> Iterator[list[dict]]:
         """Generate ``n`` crystals, yielding one list of records per batch of ``batch_size``.
 
         ``num_atoms``: one count for all, a list of n counts, or None (drawn from the training distribution).
@@ -258,7 +258,8 @@ class JointModel:
         ``node_conditions``: per-atom conditions of a model trained with them, one (n_atoms, d) array per crystal
         (n of them) in raw units (a site DOS in states/eV on the grid of :attr:`node_condition`; the model applies
         its transform); a NaN row leaves that atom free. The atom counts follow the arrays (``num_atoms``, if
-        given, must agree).
+        given, must agree). ``classifier`` / ``classifier_scale``: classifier guidance towards ``node_conditions``
+        (see :meth:`sample_from`).
         """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
@@ -272,10 +273,11 @@ class JointModel:
                                  "(one row per atom); leave num_atoms out to take the counts from node_conditions")
             num_atoms = sizes
         counts = self._num_atoms(n, num_atoms, seed)
+        regressor = self._classifier(classifier, node_conditions)
         node_values = None
         if node_conditions is not None:
             node_values = self._node_condition_arrays(
-                node_conditions, [{F.ATOMIC_NUMBERS: np.zeros(c, dtype=np.int64)} for c in counts])
+                node_conditions, [{F.ATOMIC_NUMBERS: np.zeros(c, dtype=np.int64)} for c in counts], regressor)
         fields = self.fields.respaced(num_levels)
         schedule = monotone_schedule(fields.num_levels)
         for b, lo in enumerate(range(0, n, batch_size)):
@@ -290,7 +292,7 @@ class JointModel:
             conds = self.condition_values(conditions, len(chunk)) if conditions else None
             yield self._run(chunk, conds, scale, fields, schedule, {}, (), n_corrector,
                             self._batch_generator(seed, b), progress,
-                            f"crystals {lo + 1}-{lo + len(chunk)} of {n}")
+                            f"crystals {lo + 1}-{lo + len(chunk)} of {n}", regressor, classifier_scale)
 
     def sample_from(self, structures: Sequence, *, t_start: float | None = None, fix_lattice: bool = False,
                     fix_types: Sequence | bool | None = None, fix_coords: Sequence | bool | None = None,
