@@ -81,7 +81,7 @@ class DensityPredictor:
                 f"elements {', '.join(unseen)} were never seen in training; the density predictor knows "
                 f"{', '.join(Element.from_Z(z).symbol for z in known)}")
         batch = to_device(collate([record]), self.device)
-        h = self.net.atom_features(batch)
+        h = self.net.encode(batch)[0]
         points = torch.as_tensor(points, dtype=batch[F.POSITIONS].dtype, device=self.device)
         out = [self.net.at_probes(batch, h, [points[lo : lo + self.chunk]])
                for lo in range(0, points.shape[0], self.chunk)]

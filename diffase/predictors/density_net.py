@@ -25,15 +25,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
-from e3nn.math import soft_one_hot_linspace
 from torch import nn
 
 from diffase.data import fields as F
-from diffase.data.neighbors import edge_vectors, radius_graph_pbc
 from diffase.data.structures import MAX_Z
 from diffase.nn.score_net import PolynomialCutoff
 from diffase.predictors.probe_graph import probe_atom_pairs
-from diffase.predictors.site_net import FilterConvolution, element_descriptors
+from diffase.predictors.site_net import InvariantAtomNet
 
 
 @dataclass
@@ -74,18 +72,12 @@ class AtomicSuperposition(nn.Module):
         return torch.zeros(n_probes, dtype=values.dtype, device=values.device).index_add_(0, probe_of_pair, values)
 
 
-class ProbeDensityNet(nn.Module):
+class ProbeDensityNet(InvariantAtomNet):
     """Crystal batch + probe points -> density and its superposition part (see the module docstring)."""
 
     def __init__(self, config: DensityNetConfig | None = None):
-        super().__init__()
-        self.config = config = config or DensityNetConfig()
-        self.register_buffer("descriptors", element_descriptors())
-        self.species = nn.Sequential(nn.Linear(self.descriptors.shape[1], config.hidden), nn.SiLU(),
-                                     nn.Linear(config.hidden, config.hidden))
-        self.envelope = PolynomialCutoff(config.cutoff)
-        self.layers = nn.ModuleList(FilterConvolution(config.hidden, config.num_radial, config.avg_num_neighbors)
-                                    for _ in range(config.num_layers))
+        config = config or DensityNetConfig()
+        super().__init__(config)
         self.probe_filter = nn.Sequential(nn.Linear(config.num_radial, config.hidden), nn.SiLU(),
                                           nn.Linear(config.hidden, config.hidden))
         self.readout = nn.Sequential(nn.Linear(config.hidden, config.hidden), nn.SiLU(), nn.Linear(config.hidden, 1))
@@ -93,28 +85,10 @@ class ProbeDensityNet(nn.Module):
         nn.init.zeros_(self.readout[-1].bias)
         self.superposition = AtomicSuperposition(config.num_gaussians, config.cutoff)
 
-    def radial(self, distance: torch.Tensor) -> torch.Tensor:
-        """Bessel radial functions times the envelope, (E, num_radial), of distances (E,), Angstrom. A probe on a
-        nucleus (r = 0, where the Bessel basis is 0/0) takes the value at 1e-4 Angstrom."""
-        distance = distance.clamp(min=1e-4)
-        return soft_one_hot_linspace(distance, 0.0, self.config.cutoff, self.config.num_radial, basis="bessel",
-                                     cutoff=True) * self.envelope(distance)[:, None]
-
-    def atom_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Invariant atom features (n_atoms, hidden) of a crystal batch (:func:`~diffase.data.batch.collate`)."""
-        batch = dict(batch)
-        batch[F.EDGE_INDEX], batch[F.EDGE_CELL_SHIFT] = radius_graph_pbc(batch, self.config.cutoff)
-        src, dst = batch[F.EDGE_INDEX]
-        radial = self.radial(edge_vectors(batch).norm(dim=-1))
-        h = self.species(self.descriptors[batch[F.ATOMIC_NUMBERS]])
-        for layer in self.layers:
-            h = layer(h, src, dst, radial)
-        return h
-
     def at_probes(self, batch: dict[str, torch.Tensor], h: torch.Tensor, probes: Sequence[torch.Tensor]
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """Density and its superposition part, both (sum P_i,) e/Angstrom^3, at ``probes`` (one (P_i, 3) Cartesian
-        tensor per crystal of ``batch``, Angstrom), given the atom features ``h`` of :meth:`atom_features`."""
+        tensor per crystal of ``batch``, Angstrom), given the atom features ``h`` of :meth:`~diffase.predictors.site_net.InvariantAtomNet.encode`."""
         starts = torch.cumsum(batch[F.NUM_ATOMS], 0) - batch[F.NUM_ATOMS]
         pairs_p, pairs_a, dists, offset = [], [], [], 0
         for i, points in enumerate(probes):
@@ -134,7 +108,7 @@ class ProbeDensityNet(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor], probes: Sequence[torch.Tensor]
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`at_probes` with the atom features of ``batch``."""
-        return self.at_probes(batch, self.atom_features(batch), probes)
+        return self.at_probes(batch, self.encode(batch)[0], probes)
 
 
 @torch.no_grad()

@@ -90,7 +90,45 @@ class FilterConvolution(nn.Module):
         return h + self.update(torch.cat([h, agg], dim=-1))
 
 
-class SiteLabelNet(nn.Module):
+class InvariantAtomNet(nn.Module):
+    """The atom encoder the label predictors share: element descriptors -> species embedding -> ``num_layers``
+    continuous-filter convolutions over the periodic radius graph (Bessel radial basis times a polynomial envelope).
+    ``config`` needs ``hidden``, ``num_radial``, ``cutoff`` (Angstrom), ``avg_num_neighbors`` and ``num_layers``.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.register_buffer("descriptors", element_descriptors())
+        self.species = nn.Sequential(nn.Linear(self.descriptors.shape[1], config.hidden), nn.SiLU(),
+                                     nn.Linear(config.hidden, config.hidden))
+        self.envelope = PolynomialCutoff(config.cutoff)
+        self.layers = nn.ModuleList(FilterConvolution(config.hidden, config.num_radial, config.avg_num_neighbors)
+                                    for _ in range(config.num_layers))
+
+    def radial(self, distance: torch.Tensor) -> torch.Tensor:
+        """Bessel radial functions times the envelope, (E, num_radial), of distances (E,), Angstrom. A distance of
+        0 (a probe on a nucleus, where the Bessel basis is 0/0) takes the value at 1e-4 Angstrom."""
+        distance = distance.clamp(min=1e-4)
+        return soft_one_hot_linspace(distance, 0.0, self.config.cutoff, self.config.num_radial, basis="bessel",
+                                     cutoff=True) * self.envelope(distance)[:, None]
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
+        """Atom features (n_atoms, hidden) of a crystal batch (:func:`~diffase.data.batch.collate`), with the batch
+        carrying its radius graph, the edges' radial features (E, num_radial) and their lengths (E,), Angstrom."""
+        if F.EDGE_INDEX not in batch:
+            batch = dict(batch)
+            batch[F.EDGE_INDEX], batch[F.EDGE_CELL_SHIFT] = radius_graph_pbc(batch, self.config.cutoff)
+        length = edge_vectors(batch).norm(dim=-1)
+        radial = self.radial(length)
+        src, dst = batch[F.EDGE_INDEX]
+        h = self.species(self.descriptors[batch[F.ATOMIC_NUMBERS]])
+        for layer in self.layers:
+            h = layer(h, src, dst, radial)
+        return h, batch, radial, length
+
+
+class SiteLabelNet(InvariantAtomNet):
     """Crystal batch -> ``{"site_dos": (n, P), "bader_charge": (n,)}`` (see the module docstring).
 
     ``mean_dos`` (MAX_Z + 1, P) and ``mean_charge`` (MAX_Z + 1,) are the per-element baseline tables (rows of
@@ -98,14 +136,8 @@ class SiteLabelNet(nn.Module):
     """
 
     def __init__(self, config: SiteNetConfig | None = None):
-        super().__init__()
-        self.config = config = config or SiteNetConfig()
-        self.register_buffer("descriptors", element_descriptors())
-        self.species = nn.Sequential(nn.Linear(self.descriptors.shape[1], config.hidden), nn.SiLU(),
-                                     nn.Linear(config.hidden, config.hidden))
-        self.envelope = PolynomialCutoff(config.cutoff)
-        self.layers = nn.ModuleList(FilterConvolution(config.hidden, config.num_radial, config.avg_num_neighbors)
-                                    for _ in range(config.num_layers))
+        config = config or SiteNetConfig()
+        super().__init__(config)
         self.dos_head = nn.Sequential(nn.Linear(config.hidden, config.hidden), nn.SiLU(),
                                       nn.Linear(config.hidden, config.dos_points))
         self.transfer_head = nn.Sequential(nn.Linear(2 * config.hidden + config.num_radial, config.hidden), nn.SiLU(),
@@ -123,17 +155,9 @@ class SiteLabelNet(nn.Module):
         self.mean_charge[z] = torch.as_tensor(charge, dtype=self.mean_charge.dtype)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if F.EDGE_INDEX not in batch:
-            batch = dict(batch)
-            batch[F.EDGE_INDEX], batch[F.EDGE_CELL_SHIFT] = radius_graph_pbc(batch, self.config.cutoff)
+        h, batch, radial, length = self.encode(batch)
         z = batch[F.ATOMIC_NUMBERS]
-        length = edge_vectors(batch).norm(dim=-1)
-        radial = soft_one_hot_linspace(length, 0.0, self.config.cutoff, self.config.num_radial, basis="bessel",
-                                       cutoff=True) * self.envelope(length).unsqueeze(-1)
         src, dst = batch[F.EDGE_INDEX]
-        h = self.species(self.descriptors[z])
-        for layer in self.layers:
-            h = layer(h, src, dst, radial)
         dos = self.mean_dos[z] + self.dos_head(h)
         transfer = (self.transfer_head(torch.cat([h[src], h[dst], radial], -1))
                     - self.transfer_head(torch.cat([h[dst], h[src], radial], -1))).squeeze(-1)

@@ -33,7 +33,7 @@ from diffase.nn.dos_autoencoder import (
     make_checkpoint,
 )
 from diffase.predictors.metrics import element_table, site_errors
-from diffase.predictors.split import split_by_material
+from diffase.predictors.split import refuse_changed_split, split_by_material
 from diffase.runtime import configure_threads, resolve_device
 from diffase.train.loop import LoopConfig, hardware_info, read_resume_state, train_loop
 from diffase.train.site_trainer import load_site_labels
@@ -121,9 +121,7 @@ def train_dos_autoencoder(
         train_dos = np.concatenate([train_dos, extra])
     names = {part: [it["name"] for it in split[part]] for part in split}
     state = read_resume_state(out_dir)
-    if state is not None and state.get("train", {}).get("split") != names:
-        raise ValueError(f"{out_dir} was trained on another split of the labels (the label folder {labels} changed "
-                         "since the run started, or the split settings did); start a new output folder")
+    refuse_changed_split(state, names, out_dir, labels)
     grid_settings = {"dos_points": len(grid), "e_min": float(grid[0]), "e_max": float(grid[-1])}
     if state is not None:
         net_config = DosAutoencoderConfig(**state["model_config"])

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from diffase.data.electronic.density_sets import DensityEntry, read_density_set
 from diffase.labeling.compare import density_errors
 from diffase.nn.vqvae3d import DensityVQVAE, VQVAE3DConfig, codebook_usage
-from diffase.predictors.split import split_by_material
+from diffase.predictors.split import refuse_changed_split, split_by_material
 from diffase.runtime import configure_threads, resolve_device
 from diffase.train.loop import LoopConfig, hardware_info, read_resume_state, train_loop
 
@@ -137,10 +137,7 @@ def train_vqvae(
     split = split_densities(entries, config)
     names = {part: [e.name for e in split[part]] for part in split}
     state = read_resume_state(out_dir)
-    if state is not None and state.get("train", {}).get("split") != names:
-        raise ValueError(f"{out_dir} was trained on another split of the densities (the folder {data} changed "
-                         "since the run started, or the split settings did); resuming would test on training "
-                         "materials: start a new output folder")
+    refuse_changed_split(state, names, out_dir, data)
     if state is not None:
         net_config = VQVAE3DConfig(**state["model_config"])
     torch.manual_seed(config.seed)  # the initial weights of a fresh run
