@@ -16,22 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from site_label_predictor import machine  # benchmarks/ is on sys.path when this file runs as a script
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def machine() -> str:
-    with open("/proc/cpuinfo") as fh:
-        cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")),
-                   platform.processor())
-    return (f"{cpu}, {os.cpu_count()} logical cores, load average {os.getloadavg()[0]:.2f} at start, "
-            f"torch {torch.__version__} with {torch.get_num_threads()} thread(s)")
 
 
 def main() -> None:

@@ -24,12 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from site_label_predictor import machine  # benchmarks/ is on sys.path when this file runs as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -37,14 +37,6 @@ PEAK_WINDOW = (-5.0, 0.0)  # eV, E - E_F: where the d peak is looked for
 MATCH_WINDOW = (-8.0, 0.0)  # eV: where a generated site's d peak is looked for (it may move below -5 eV)
 PEAK_SHIFT = 0.3  # eV: a reproduced peak lies this close to the target's
 PEAK_RATIO = 0.3  # and its height within this fraction of the target's
-
-
-def machine() -> str:
-    with open("/proc/cpuinfo") as fh:
-        cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")),
-                   platform.processor())
-    return (f"{cpu}, {os.cpu_count()} logical cores, load average {os.getloadavg()[0]:.2f} at start, "
-            f"torch {torch.__version__} with {torch.get_num_threads()} thread(s), GPAW on one thread")
 
 
 def d_peak(grid: np.ndarray, dos: np.ndarray, window: tuple[float, float] = PEAK_WINDOW) -> tuple[float, float, float]:
@@ -138,7 +130,7 @@ def main() -> None:
     from diffase.labeling.settings import LabelSettings
 
     t0 = time.perf_counter()
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}, GPAW on one thread")
     model = load_model(args.model, device="cpu")
     held = model.meta["train"]["held_out"]
     held_out = set(held["test"]) | set(held["val"])
@@ -236,8 +228,8 @@ def report(args, chosen, top, runs, rows, settings, wall) -> str:
         "# DOS physics check (issue 16): a sharp d peak as the only condition, recomputed with GPAW",
         "",
         (f"`OMP_NUM_THREADS=1 nice -n 5 python benchmarks/dos_physics_check.py` (model {args.model}, surrogate "
-         f"{args.surrogate}); machine: {machine()}; total wall {wall:.0f} s (GPAW labels are cached under "
-         f"--work: a re-run reads them; each run's own time is in the GPAW table)."),
+         f"{args.surrogate}); machine: {machine()}, GPAW on one thread; total wall {wall:.0f} s (GPAW labels are "
+         f"cached under --work: a re-run reads them; each run's own time is in the GPAW table)."),
         "",
         "## The site",
         ("Transition-metal sites of the DFT labels, sharpest d peak in E - E_F in [-5, 0] eV first (height / full width "

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from site_label_predictor import machine  # benchmarks/ is on sys.path when this file runs as a script
 
 from diffase.data.electronic.density_sets import read_chgcar_folder, read_density_set
 from diffase.hub import read_checkpoint
@@ -33,13 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 ROWS = {"vqvae": "VQ-VAE (quantised latent)", "pre_quantisation": "pre-quantisation latent, decoded",
         "log_clip": "log-scale clip alone (floor)", "pool_upsample": "8^3 block mean + trilinear upsample",
         "uniform": "uniform, own mean density", "training_mean": "voxel-wise training mean"}
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return (f"{cpu}, {os.cpu_count()} logical cores, load average {os.getloadavg()[0]:.2f} at start, "
-            f"torch {torch.__version__} with {torch.get_num_threads()} thread(s)")
 
 
 def markdown(table: dict, title: str) -> list[str]:
