@@ -49,11 +49,6 @@ def site_dos_spec(n_points: int = 128, e_min: float = -10.0, e_max: float = 10.0
             "resample": RESAMPLE}
 
 
-def _cell_edges(energies: np.ndarray) -> np.ndarray:
-    """Edges of the cells around each grid point: midpoints, clipped at the grid's ends."""
-    return np.concatenate([[energies[0]], 0.5 * (energies[1:] + energies[:-1]), [energies[-1]]])
-
-
 def resample_dos(energies: Sequence[float], dos: np.ndarray, e_min: float = -10.0, e_max: float = 10.0,
                  n_points: int = 128) -> np.ndarray:
     """Bring a tabulated DOS (..., n_in) on ascending ``energies`` (n_in,) to ``n_points`` from ``e_min`` to
@@ -69,11 +64,6 @@ def resample_dos(energies: Sequence[float], dos: np.ndarray, e_min: float = -10.
     given = ~np.isnan(dos).all(axis=-1)
     out[given] = regrid_dos(energies, dos[given], DosWindow(float(e_min), float(e_max), int(n_points)))
     return out
-
-
-def integral(energies: Sequence[float], dos: np.ndarray) -> np.ndarray:
-    """States in a DOS on ``energies`` by the cells :func:`resample_dos` uses (its output's integral)."""
-    return (np.asarray(dos, dtype=np.float64) * np.diff(_cell_edges(np.asarray(energies, dtype=np.float64)))).sum(-1)
 
 
 def apply_transform(spec: dict | None, raw: np.ndarray) -> np.ndarray:
