@@ -3,8 +3,8 @@
 Every model, process and converter in diffase reads and writes a plain ``dict[str, Tensor]`` (a *batch*),
 with keys taken from this module. Many crystals are batched into one flat graph: node fields are stacked
 over all atoms of all crystals, graph fields over crystals (one array per crystal, any trailing shape),
-grid fields over crystals too (one (G, G, G) grid per crystal, laid along its cell), edge fields over all
-edges.
+grid fields over crystals too (one (G, G, G) grid per crystal, laid along its cell, optionally with trailing
+channels), edge fields over all edges.
 
 New modalities (charge grids, site DOS, conditions) add keys here; they never add new data classes.
 """
@@ -51,8 +51,11 @@ NODE_FIELDS = NODE_FIELDS | {SITE_DOS, BADER_CHARGE, HIRSHFELD_CHARGE, ADOS_LATE
 #: ``atoms.arrays`` under the same names (:func:`diffase.data.structures.record_to_structure`).
 SITE_DESCRIPTORS = frozenset({BADER_CHARGE, HIRSHFELD_CHARGE, SITE_DOS, ADOS_LATENT, ATOMIC_DOS, DUMMY_DESCRIPTOR})
 
-# --- grid fields: one (G, G, G) grid per crystal, shape (n_crystals, G, G, G) ------------------------
-GRID_FIELDS = frozenset({CHARGE_DENSITY})
+# --- grid fields: one (G, G, G) grid per crystal, shape (n_crystals, G, G, G, ...) -------------------
+#: (n_crystals, n, n, n, d) float, pre-quantisation latent of a frozen density VQ-VAE (:mod:`diffase.nn.vqvae3d`,
+#: channels last; n = G/4, 8 for 32^3 densities): voxel m lies at the fractional point m/n of the crystal's cell
+DENSITY_LATENT = "density_latent"
+GRID_FIELDS = frozenset({CHARGE_DENSITY, DENSITY_LATENT})
 
 
 def condition_key(name: str) -> str:
@@ -63,7 +66,8 @@ def condition_key(name: str) -> str:
 def field_kind(key: str) -> str:
     """Return ``"node"``, ``"graph"``, ``"grid"`` or ``"edge"`` for a registered key; raise ``KeyError`` otherwise.
 
-    Graph and grid fields both have one row per crystal (the first axis); a grid's row is a (G, G, G) array.
+    Graph and grid fields both have one row per crystal (the first axis); a grid's row is a (G, G, G) array
+    (plus channels).
     """
     if key.startswith(CONDITION_PREFIX):
         return "graph"

@@ -37,6 +37,7 @@ from pymatgen.core import Element
 
 from diffase.data import fields as F
 from diffase.data.batch import collate, split, to_device
+from diffase.data.electronic.density import grid_in_cell
 from diffase.data.structures import (
     check_elements,
     record_to_structure,
@@ -53,6 +54,7 @@ from diffase.generators.joint_fields import (
     STRUCTURE_FIELDS,
     descriptor_row_shapes,
     fields_from_checkpoint,
+    grid_row_shapes,
 )
 from diffase.generators.node_condition import apply_transform, check_site_dos
 from diffase.hub import network_from_checkpoint
@@ -125,6 +127,10 @@ class JointModel:
         if heads != {k: list(v) for k, v in net.config.node_fields.items()}:
             raise ValueError(f"the network's extra node fields {net.config.node_fields} do not match the model's "
                              f"descriptor fields {heads}")
+        grids = grid_row_shapes(fields)
+        if grids != {k: list(v) for k, v in net.config.grid_fields.items()}:
+            raise ValueError(f"the network's grid fields {net.config.grid_fields} do not match the model's grid "
+                             f"fields {grids}")
         self.device = resolve_device(device)
         self.net = net.to(self.device).eval()
         self.fields = fields
@@ -152,12 +158,13 @@ class JointModel:
     def to_checkpoint(self, **extra) -> dict:
         if self.node_condition is not None:
             extra = {"node_condition": self.node_condition, **extra}
-        extra = {**decoder_entries(self.meta), **extra}  # the autoencoder decoding ados_latent, if any
+        extra = {**decoder_entries(self.meta), **extra}  # the networks decoding ados_latent / density_latent
         return make_checkpoint(self.net, self.fields, self.elements, self.num_atoms_counts, **extra)
 
     @property
     def descriptor_keys(self) -> list[str]:
-        """Batch keys of the generated fields beyond the structure (e.g. ``["bader_charge"]``)."""
+        """Batch keys of the generated fields beyond the structure (e.g. ``["bader_charge"]``,
+        ``["density_latent"]``)."""
         return [f.key for f in self.fields if f.name not in STRUCTURE_FIELDS]
 
     @property
@@ -225,17 +232,22 @@ class JointModel:
     def _to_records(self, out: dict) -> list[dict]:
         keys = (F.TYPE_TOKENS, F.FRAC_COORDS, F.CELL, F.NUM_ATOMS, F.BATCH, *self.descriptor_keys)
         keep = {k: out[k] for k in keys}
+        parts = split(keep)
+        # decoded in the sampled cell: ados_latent -> atomic_dos (states/eV), density_latent -> charge_density
+        decoded = decode_descriptors([{k: rec[k].astype(np.float64) for k in self.descriptor_keys} for rec in parts],
+                                     self.meta)
         records = []
-        for rec in split(keep):
+        for rec, values in zip(parts, decoded, strict=True):
             cell = rec[F.CELL].astype(np.float64)
             frac = rec[F.FRAC_COORDS].astype(np.float64)
-            if np.linalg.det(cell) < 0:  # same crystal, right-handed basis: L -> -L, f -> -f
+            if np.linalg.det(cell) < 0:  # same crystal, right-handed basis: L -> -L, f -> -f, grids follow
+                values.update({k: grid_in_cell(v, cell, -cell) for k, v in values.items() if k in F.GRID_FIELDS})
                 cell, frac = -cell, -frac
             frac = np.mod(frac, 1.0)
             z, valid = decode_tokens(rec[F.TYPE_TOKENS], self.elements)
             records.append({F.ATOMIC_NUMBERS: z, F.FRAC_COORDS: frac, F.POSITIONS: frac @ cell, F.CELL: cell,
-                            "valid": valid, **{k: rec[k].astype(np.float64) for k in self.descriptor_keys}})
-        return decode_descriptors(records, self.meta)  # ados_latent -> atomic_dos (states/eV)
+                            "valid": valid, **values})
+        return records
 
     def _check_guidance(self, conditions, guidance_scale) -> float:
         if conditions:

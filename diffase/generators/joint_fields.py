@@ -15,6 +15,15 @@ stored in its checkpoint.
   generator decodes it to ``atomic_dos`` (states/eV on the autoencoder's grid).
 * ``"dummy_descriptor"``: a random per-site scalar with no physics (N(0, 1), seeded per crystal and site:
   :func:`diffase.data.descriptor_records.dummy_values`), diffused the same way: the control of the ablation.
+
+Grid fields (:data:`GRID_FIELDS`) have one row per crystal:
+
+* ``"density_latent"``: ChargeDIFF's charge-density field, (n, n, n, d) per crystal (8^3 x d for 32^3 densities):
+  the pre-quantisation latent of a frozen density VQ-VAE (:mod:`diffase.nn.vqvae3d`) of the valence density on
+  the crystal's (Niggli-reduced) cell, channels last, voxel m at the fractional point m/n; DDPM, no constraint
+  (Park, Choi & Jung 2025: loss weights A 10, X 1, L 1, C 1). The network sees it through probe nodes
+  (:mod:`diffase.nn.probe_branch`); the generator decodes it to ``charge_density`` (e/Angstrom^3) through the
+  VQ-VAE, quantisation included.
 """
 
 from __future__ import annotations
@@ -64,6 +73,27 @@ def dummy_field(loss_weight: float = 1.0) -> DiffusedField:
 DESCRIPTOR_FIELDS = {"bader_charge": bader_field, "ados_latent": ados_field, "dummy_descriptor": dummy_field}
 
 
+def density_field(loss_weight: float = 1.0, row_shape: Sequence[int] = (8, 8, 8, 3)) -> DiffusedField:
+    """The charge-density latent (n, n, n, d) per crystal (``row_shape`` from the VQ-VAE: n = grid / 4, d =
+    latent_dim), DDPM."""
+    if len(row_shape) != 4 or len(set(row_shape[:3])) != 1:
+        raise ValueError(f"a density latent row is (n, n, n, d), got {tuple(row_shape)}")
+    return DiffusedField("density_latent", DDPM(key=F.DENSITY_LATENT, row_shape=tuple(row_shape)), loss_weight)
+
+
+#: Grid fields by name: a function of the loss weight and the row shape returning the field.
+GRID_FIELDS = {"density_latent": density_field}
+
+
+def grid_fields(weights: dict[str, float] | None, row_shapes: dict[str, Sequence[int]]) -> list[DiffusedField]:
+    """The fields named in :data:`GRID_FIELDS` with their loss weights (``{"density_latent": 1.0}``) and row
+    shapes (``{"density_latent": (8, 8, 8, 3)}``, from the frozen VQ-VAE)."""
+    unknown = sorted(set(weights or {}) - set(GRID_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown grid field(s) {unknown}; known: {', '.join(GRID_FIELDS)}")
+    return [GRID_FIELDS[name](float(w), row_shapes[name]) for name, w in (weights or {}).items()]
+
+
 def descriptor_fields(weights: dict[str, float] | None) -> list[DiffusedField]:
     """The fields named in :data:`DESCRIPTOR_FIELDS`, each with its loss weight (``{"bader_charge": 1.0}``)."""
     unknown = sorted(set(weights or {}) - set(DESCRIPTOR_FIELDS))
@@ -73,18 +103,30 @@ def descriptor_fields(weights: dict[str, float] | None) -> list[DiffusedField]:
 
 
 def joint_fields(num_elements: int, weights: Sequence[float] = (1.0, 1.0, 1.0),
-                 descriptors: dict[str, float] | None = None) -> FieldRegistry:
-    """A/X/L with loss ``weights`` plus the :func:`descriptor_fields` of ``descriptors``."""
-    return FieldRegistry(structure_fields(num_elements, weights) + descriptor_fields(descriptors))
+                 descriptors: dict[str, float] | None = None, grids: dict[str, float] | None = None,
+                 grid_shapes: dict[str, Sequence[int]] | None = None) -> FieldRegistry:
+    """A/X/L with loss ``weights`` plus the :func:`descriptor_fields` of ``descriptors`` and the
+    :func:`grid_fields` of ``grids`` (row shapes ``grid_shapes``)."""
+    return FieldRegistry(structure_fields(num_elements, weights) + descriptor_fields(descriptors)
+                         + grid_fields(grids, grid_shapes or {}))
+
+
+def _extra_row_shapes(fields: FieldRegistry, kind: str) -> dict[str, list[int]]:
+    extra = [f for f in fields if f.name not in STRUCTURE_FIELDS]
+    if any(f.kind not in ("node", "grid") for f in extra):
+        raise ValueError("the joint denoiser has heads for extra node and grid fields only; a generated graph "
+                         "field needs its own encoder and head")
+    return {f.key: list(f.process.row_shape) for f in extra if f.kind == kind}
 
 
 def descriptor_row_shapes(fields: FieldRegistry) -> dict[str, list[int]]:
-    """The denoiser's ``node_fields`` for ``fields``: batch key -> row shape of every non-structure field."""
-    extra = [f for f in fields if f.name not in STRUCTURE_FIELDS]
-    if any(f.kind != "node" for f in extra):
-        raise ValueError("the joint denoiser has heads for extra node fields only; graph and grid fields need "
-                         "their own encoder and head")
-    return {f.key: list(getattr(f.process, "row_shape", ())) for f in extra}
+    """The denoiser's ``node_fields`` for ``fields``: batch key -> row shape of every extra node field."""
+    return _extra_row_shapes(fields, "node")
+
+
+def grid_row_shapes(fields: FieldRegistry) -> dict[str, list[int]]:
+    """The denoiser's ``grid_fields`` for ``fields``: batch key -> row shape (n, n, n, d) of every grid field."""
+    return _extra_row_shapes(fields, "grid")
 
 
 def fields_from_checkpoint(ckpt: dict) -> FieldRegistry:

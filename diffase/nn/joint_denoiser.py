@@ -5,7 +5,8 @@ Input: a batch with ``type_tokens`` (n,) (0..K-1 elements, K = mask), ``frac_coo
 ``node_cond`` (n, d), graph conditions ``cond:<name>`` and the noisy values of extra generated node fields
 (``node_fields``, e.g. ``bader_charge`` (n,)). Output: ``{type_tokens: (n, K) logits of the clean type,
 frac_coords: (n, 3) normalised score, cell: (B, 3, 3) predicted lattice noise}`` plus, per extra node field,
-its predicted noise in the field's shape.
+its predicted noise in the field's shape; a generated grid field (``grid_fields``: at most one, the charge-density
+latent ``density_latent`` (B, n, n, n, d)) gets its predicted noise from probe nodes (:mod:`diffase.nn.probe_branch`).
 
 Architecture: every pair of atoms of a crystal (self-pairs included) exchanges a message built from both
 atoms' features, Fourier features ``sin/cos(2 pi k df)``, k = 1..``num_freqs``, of the fractional difference
@@ -25,9 +26,11 @@ alike), which makes the whole pipeline invariant to the input cell choice (teste
 
 Size: the papers use 512 x 6 (DiffCSP, ~12 M parameters); the shipped CPU-trained model is smaller (see
 its card). Hooks for richer models: ``node_cond_dim`` adds per-atom conditions to the node embedding (NaN
-rows = "not given", a learned null vector, as graph conditions); a
-second node type (ChargeDIFF's charge probes on an 8^3 grid) would add its own embedding and message
-functions to :class:`CSPLayer`-style layers, with atom-probe edges from the 20 nearest probes.
+rows = "not given", a learned null vector, as graph conditions); ``grid_fields`` adds ChargeDIFF's second node type,
+charge probes on an n^3 grid (:class:`~diffase.nn.probe_branch.ProbeBranch`: atom<->probe messages after every
+atom layer, probe<->probe circular convolutions, width ``probe_hidden``, edges from the ``probe_neighbours`` nearest
+probes of each atom). A network without grid fields has no probe modules: its state-dict keys, and its outputs, are
+those of a network built before the probe branch existed.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ from diffase.nn.conditioning import (
     NodeConditionEmbedding,
     sinusoidal_embedding,
 )
+from diffase.nn.probe_branch import ProbeBranch
+from diffase.nn.scatter import mean_over
 
 _TRIU = (torch.tensor([0, 0, 0, 1, 1, 2]), torch.tensor([0, 1, 2, 1, 2, 2]))
 
@@ -62,6 +67,9 @@ class JointDenoiserConfig:
     node_cond_dim: int = 0
     conditions: list = field(default_factory=list)  #: ConditionSpec dicts
     node_fields: dict = field(default_factory=dict)  #: extra generated node fields: batch key -> row shape (list)
+    grid_fields: dict = field(default_factory=dict)  #: generated grid fields: batch key -> row shape [n, n, n, d]
+    probe_hidden: int = 64  #: width of the probe nodes (only with grid_fields)
+    probe_neighbours: int = 20  #: probes each atom exchanges messages with (only with grid_fields)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,13 +77,6 @@ class JointDenoiserConfig:
     @property
     def condition_specs(self) -> list[ConditionSpec]:
         return [c if isinstance(c, ConditionSpec) else ConditionSpec(**c) for c in self.conditions]
-
-
-def _mean_over(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
-    total = torch.zeros(size, values.shape[-1], dtype=values.dtype, device=values.device).index_add_(0, index, values)
-    count = torch.zeros(size, dtype=values.dtype, device=values.device).index_add_(
-        0, index, torch.ones_like(index, dtype=values.dtype))
-    return total / count.clamp_min(1).unsqueeze(-1)
 
 
 class CSPLayer(nn.Module):
@@ -99,7 +100,7 @@ class CSPLayer(nn.Module):
         x = self.norm(h)
         pre = (self.msg_i(x) + self.msg_graph(graph_feat)[node_graph])[edge_i] + self.msg_j(x)[edge_j]
         msg = self.msg_out(pre + self.msg_edge(edge_feat))
-        return h + self.update(torch.cat([x, _mean_over(msg, edge_i, h.shape[0])], dim=-1))
+        return h + self.update(torch.cat([x, mean_over(msg, edge_i, h.shape[0])], dim=-1))
 
 
 class JointDenoiser(nn.Module):
@@ -120,6 +121,12 @@ class JointDenoiser(nn.Module):
         self.lattice_head = nn.Linear(c.hidden, 9)
         self.field_inputs = nn.ModuleDict({k: nn.Linear(math.prod(s), c.hidden) for k, s in c.node_fields.items()})
         self.field_heads = nn.ModuleDict({k: nn.Linear(c.hidden, math.prod(s)) for k, s in c.node_fields.items()})
+        if len(c.grid_fields) > 1:
+            raise ValueError(f"the joint denoiser has probe nodes for one grid field, got {sorted(c.grid_fields)}")
+        #: batch key of the grid field the probe branch predicts; None: no probe modules (the network as before)
+        self.grid_key = next(iter(c.grid_fields), None)
+        self.probes = None if self.grid_key is None else ProbeBranch(
+            c.grid_fields[self.grid_key], c.hidden, c.probe_hidden, c.num_layers, c.num_freqs, c.probe_neighbours)
         self.register_buffer("freqs", 2 * math.pi * torch.arange(1, c.num_freqs + 1, dtype=torch.float32),
                              persistent=False)
 
@@ -129,7 +136,8 @@ class JointDenoiser(nn.Module):
         n_graph = num_atoms.shape[0]
         temb = sinusoidal_embedding(batch[F.TIME].to(frac.dtype) * 1000.0, self.config.time_dim)
         temb = temb + self.conditions(batch, n_graph, frac)
-        h = self.type_embedding(tokens) + self.time_mlp(temb)[graph]
+        crystal_feat = self.time_mlp(temb)
+        h = self.type_embedding(tokens) + crystal_feat[graph]
         if self.node_cond is not None:
             h = h + self.node_cond(batch.get(F.NODE_COND), tokens.shape[0], frac)
         for key, embed in self.field_inputs.items():
@@ -140,13 +148,20 @@ class JointDenoiser(nn.Module):
         edge_feat = torch.cat([torch.sin(args), torch.cos(args)], dim=-1).reshape(edge_i.shape[0], -1)
         gram = cell @ cell.transpose(-1, -2)
         graph_feat = gram[:, _TRIU[0], _TRIU[1]] / 36.0
-        for layer in self.layers:
+        if self.probes is not None:
+            probe_graph = self.probes.build(frac, gram, graph, self.freqs, graph_feat)
+            p = self.probes.embed_probes(batch[self.grid_key].to(frac.dtype), crystal_feat)
+        for i, layer in enumerate(self.layers):
             h = layer(h, edge_i, edge_j, edge_feat, graph_feat, graph)
+            if self.probes is not None:
+                h, p = self.probes.layers[i](h, p, probe_graph)
 
         h = self.out_norm(h)
-        pooled = _mean_over(h, graph, n_graph)
+        pooled = mean_over(h, graph, n_graph)
         lattice = self.lattice_head(pooled).view(n_graph, 3, 3) @ cell
         out = {F.TYPE_TOKENS: self.type_head(h), F.FRAC_COORDS: self.coord_head(h), F.CELL: lattice}
         for key, head in self.field_heads.items():
             out[key] = head(h).reshape(tokens.shape[0], *self.config.node_fields[key])
+        if self.probes is not None:
+            out[self.grid_key] = self.probes.output(p, n_graph)
         return out

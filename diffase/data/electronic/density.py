@@ -24,6 +24,9 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.io.common import VolumetricData
 from pymatgen.io.vasp import Chgcar, Poscar
 
+from diffase.data import fields as F
+from diffase.data.structures import record_to_structure
+
 #: Grid size N of the N^3 charge-density field diffase stores and learns (the shared GPAW labels hold 32^3).
 DEFAULT_GRID = 32
 
@@ -129,11 +132,39 @@ def regrid_chgcar(
     return Chgcar(Poscar(volumetric.structure), data)
 
 
+def grid_in_cell(grid: np.ndarray, lattice: np.ndarray, new_lattice: np.ndarray) -> np.ndarray:
+    """The same periodic field on the grid of another basis of the same lattice (Niggli reduction, a flip of
+    handedness): ``grid`` (n, n, n, ...) holds values at the fractional points ``m / n`` of ``lattice`` (3, 3)
+    Angstrom, rows = vectors; ``new_lattice`` = S ``lattice`` with S an integer matrix of determinant +-1. Exact:
+    the point ``m' / n`` of the new cell is the point ``m' S / n`` (mod 1) of the old one, also on the grid.
+    Trailing axes (channels) ride along. ``ValueError`` when S is not unimodular or the grid not n x n x n."""
+    grid = np.asarray(grid)
+    n = grid.shape[0]
+    if grid.ndim < 3 or grid.shape[1:3] != (n, n):
+        raise ValueError(f"grid_in_cell needs an n x n x n grid (plus channels), got shape {grid.shape}")
+    change = np.asarray(new_lattice, dtype=np.float64) @ np.linalg.inv(np.asarray(lattice, dtype=np.float64))
+    integer = np.rint(change)
+    if not np.allclose(change, integer, atol=1e-6) or round(abs(np.linalg.det(integer))) != 1:
+        raise ValueError(f"the new cell is not another basis of the same lattice (S = {np.round(change, 4).tolist()}); "
+                         "only a unimodular integer change of basis maps a grid exactly")
+    points = np.indices((n, n, n)).reshape(3, -1).T @ integer.astype(np.int64) % n  # (n^3, 3) old indices
+    return grid[points[:, 0], points[:, 1], points[:, 2]].reshape(grid.shape)
+
+
 def write_chgcar(structure: Structure, rho: np.ndarray, path: str | Path) -> Path:
     """Write ``rho`` (e/Angstrom^3) as a VASP CHGCAR (values rho x V) that VESTA, pymatgen and bader read."""
     path = Path(path)
     density_to_chgcar(structure, rho).write_file(str(path))
     return path
+
+
+def write_record_chgcar(record: dict, path: str | Path) -> Path:
+    """Write a crystal record's ``charge_density`` (N, N, N) e/Angstrom^3 (a generated record of a joint model with
+    the density field) as a CHGCAR of its structure, values rho x V (e), so ``data["total"].mean()`` is the
+    electron count ``mean(rho) * V``."""
+    if F.CHARGE_DENSITY not in record:
+        raise ValueError("this record carries no charge_density; sample a joint model that generates density_latent")
+    return write_chgcar(record_to_structure(record), record[F.CHARGE_DENSITY], path)
 
 
 def write_cube(structure: Structure, rho: np.ndarray, path: str | Path) -> Path:
