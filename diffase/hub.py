@@ -73,6 +73,18 @@ def read_checkpoint(name: str | os.PathLike) -> dict:
     return ckpt
 
 
+def frozen_copy(name: str | os.PathLike) -> tuple[dict, dict]:
+    """A checkpoint (:func:`read_checkpoint`) and the entry another checkpoint stores to carry it as a frozen network
+    (a joint model's atomic-DOS autoencoder or density VQ-VAE): its ``kind``, ``model_config`` and ``state_dict``,
+    the ``name`` it was read by and the ``sha256`` of its file."""
+    from diffase.resume import file_sha256
+
+    ckpt = read_checkpoint(name)
+    entry = {k: ckpt[k] for k in ("kind", "model_config", "state_dict")} | {
+        "name": str(name), "sha256": file_sha256(ckpt["path"])}
+    return ckpt, entry
+
+
 def network_from_checkpoint(ckpt: dict, kind: str, net_class, config_class, *, keep_out: tuple[str, ...] = ()):
     """The network of a checkpoint dict of kind ``kind`` (``ValueError`` otherwise): ``net_class(config_class(
     **ckpt["model_config"]))`` with its ``state_dict`` loaded, and the checkpoint's other entries (``meta``) but

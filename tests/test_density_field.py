@@ -251,3 +251,45 @@ def test_niggli_regridding_keeps_the_density_on_the_atoms_and_the_electron_count
     assert flipped[1, 2, 3] == rho[-1, -2, -3]
     with pytest.raises(ValueError, match="same lattice"):
         grid_in_cell(rho, s.lattice.matrix, 2 * s.lattice.matrix)
+
+
+# --- training labels: density sets encoded by the frozen VQ-VAE -------------------------------------------
+DENSITY_LABELS = ("mp-1000.npz", "mp-10015.npz")
+
+
+def test_encode_field_standardises_the_latent_and_decode_field_inverts_it():
+    vq = tiny_vqvae()
+    rho = torch.rand(2, 32, 32, 32) + 0.01
+    z = vq.encode_field(rho)
+    mean, std = vq.latent_stats()
+    assert z.shape == (2, *LATENT)
+    torch.testing.assert_close(z * std + mean, vq.encode(rho).movedim(1, -1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(vq.decode_field(z), vq.reconstruct(rho), rtol=1e-5, atol=1e-6)
+
+
+def test_density_latents_reads_a_label_folder_in_niggli_cells_and_carries_its_vqvae(shared_data, tmp_path):
+    from diffase.data.electronic.dataset import label_structure, read_label
+    from diffase.resume import file_sha256
+    from diffase.train.density_labels import DensityLatents
+
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    for name in DENSITY_LABELS:
+        (folder / name).write_bytes((shared_data / "electronic" / name).read_bytes())
+    path = tmp_path / "vq.pt"
+    torch.save(tiny_vqvae().checkpoint(), path)
+    labels = DensityLatents(path)
+    assert labels.row_shape == LATENT
+    records, names, counts = labels.load(folder)
+    assert sorted(names) == ["mp-1000", "mp-10015"] and counts["sources"] == {"dft": 2}
+    for rec, name in zip(records, names):
+        label = read_label(folder / f"{name}.npz")
+        reduced = label_structure(label).get_reduced_structure()
+        np.testing.assert_allclose(rec[F.CELL], reduced.lattice.matrix)
+        assert rec[F.DENSITY_LATENT].shape == LATENT and F.CHARGE_DENSITY not in rec
+        rho = grid_in_cell(label["rho32"], label_structure(label).lattice.matrix, reduced.lattice.matrix)
+        expected = tiny_vqvae().encode_field(torch.as_tensor(rho, dtype=torch.float32)[None])[0].numpy()
+        np.testing.assert_allclose(rec[F.DENSITY_LATENT], expected, rtol=1e-5, atol=1e-6)
+    entry = labels.checkpoint_entries()[VQVAE_ENTRY]
+    assert entry["sha256"] == file_sha256(path) and entry["model_config"]["latent_dim"] == LATENT[-1]
+    assert labels.load(folder, exclude=["mp-1000"])[1] == ["mp-10015"]

@@ -53,7 +53,7 @@ SITE_DESCRIPTORS = frozenset({BADER_CHARGE, HIRSHFELD_CHARGE, SITE_DOS, ADOS_LAT
 
 # --- grid fields: one (G, G, G) grid per crystal, shape (n_crystals, G, G, G, ...) -------------------
 #: (n_crystals, n, n, n, d) float, pre-quantisation latent of a frozen density VQ-VAE (:mod:`diffase.nn.vqvae3d`,
-#: channels last; n = G/4, 8 for 32^3 densities): voxel m lies at the fractional point m/n of the crystal's cell
+#: channels last, standardised per channel; n = G/4, 8 for 32^3 densities): voxel m at the fractional point m/n
 DENSITY_LATENT = "density_latent"
 GRID_FIELDS = frozenset({CHARGE_DENSITY, DENSITY_LATENT})
 

@@ -10,7 +10,8 @@ construction), beside its ``ados_latent`` (n_atoms, 30).
 Likewise a joint model with the charge-density latent field carries the frozen density VQ-VAE
 (:mod:`diffase.nn.vqvae3d`) that encoded its training densities under :data:`VQVAE_ENTRY`; every generated
 record gets ``charge_density`` (N, N, N) e/Angstrom^3 on the fractional points ``i / N`` of its cell, decoded from
-its ``density_latent`` (n, n, n, d) with quantisation to the codebook first (as ChargeDIFF decodes).
+its ``density_latent`` (n, n, n, d) (standardised per channel,
+:meth:`~diffase.nn.vqvae3d.DensityVQVAE.encode_field`) with quantisation to the codebook first (as ChargeDIFF decodes).
 """
 
 from __future__ import annotations
@@ -51,12 +52,11 @@ def density_decoder(meta: dict) -> DensityVQVAE:
     return DensityVQVAE.from_checkpoint(meta[VQVAE_ENTRY])
 
 
-@torch.no_grad()
 def decode_density(latent: np.ndarray, vqvae: DensityVQVAE) -> np.ndarray:
-    """Density (N, N, N) float64 e/Angstrom^3 of one crystal's latent (n, n, n, d) (channels last), quantised to
-    the codebook and decoded."""
-    z = torch.as_tensor(np.asarray(latent), dtype=torch.float32).movedim(-1, 0).unsqueeze(0)
-    return vqvae.decode(z)[0].double().numpy()
+    """Density (N, N, N) float64 e/Angstrom^3 of one crystal's ``density_latent`` (n, n, n, d)
+    (:meth:`~diffase.nn.vqvae3d.DensityVQVAE.decode_field`: unstandardised, quantised to the codebook, decoded)."""
+    z = torch.as_tensor(np.asarray(latent), dtype=torch.float32).unsqueeze(0)
+    return vqvae.decode_field(z)[0].double().numpy()
 
 
 def decode_descriptors(records: Sequence[dict], meta: dict) -> list[dict]:

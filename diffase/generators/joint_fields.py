@@ -19,8 +19,9 @@ stored in its checkpoint.
 Grid fields (:data:`GRID_FIELDS`) have one row per crystal:
 
 * ``"density_latent"``: ChargeDIFF's charge-density field, (n, n, n, d) per crystal (8^3 x d for 32^3 densities):
-  the pre-quantisation latent of a frozen density VQ-VAE (:mod:`diffase.nn.vqvae3d`) of the valence density on
-  the crystal's (Niggli-reduced) cell, channels last, voxel m at the fractional point m/n; DDPM, no constraint
+  the pre-quantisation latent (standardised per channel) of a frozen density VQ-VAE (:mod:`diffase.nn.vqvae3d`) of
+  the valence density on the crystal's (Niggli-reduced) cell, channels last, voxel m at the fractional point m/n;
+  DDPM, no constraint
   (Park, Choi & Jung 2025: loss weights A 10, X 1, L 1, C 1). The network sees it through probe nodes
   (:mod:`diffase.nn.probe_branch`); the generator decodes it to ``charge_density`` (e/Angstrom^3) through the
   VQ-VAE, quantisation included.

@@ -68,7 +68,7 @@ class JointDenoiserConfig:
     conditions: list = field(default_factory=list)  #: ConditionSpec dicts
     node_fields: dict = field(default_factory=dict)  #: extra generated node fields: batch key -> row shape (list)
     grid_fields: dict = field(default_factory=dict)  #: generated grid fields: batch key -> row shape [n, n, n, d]
-    probe_hidden: int = 64  #: width of the probe nodes (only with grid_fields)
+    probe_hidden: int = 32  #: width of the probe nodes (only with grid_fields)
     probe_neighbours: int = 20  #: probes each atom exchanges messages with (only with grid_fields)
 
     def to_dict(self) -> dict:

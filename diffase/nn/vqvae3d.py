@@ -206,6 +206,28 @@ class DensityVQVAE(nn.Module):
             z = self.quantise(z)[0]
         return self.from_log_scale(self.decode_log(z))
 
+    # -- the latent as a joint model's generated field --------------------------------------------------------------
+    def latent_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and standard deviation (d,) of the codebook vectors (every code sits on encoder outputs:
+        dead codes are restarted there), the scale a joint model diffuses the latent on."""
+        weights = self.quantiser.codebook.weight.detach()
+        return weights.mean(0), weights.std(0)
+
+    @torch.no_grad()
+    def encode_field(self, rho: torch.Tensor) -> torch.Tensor:
+        """The joint model's ``density_latent`` (B, n, n, n, d), channels last, of densities ``rho`` (B, N, N, N)
+        e/Angstrom^3: the pre-quantisation latent standardised per channel by :meth:`latent_stats` (about unit
+        variance, as the DDPM prior N(0, 1) assumes; the raw latent of vqvae-density has std ~0.1-0.2)."""
+        mean, std = self.latent_stats()
+        return (self.encode(rho).movedim(1, -1) - mean) / std
+
+    @torch.no_grad()
+    def decode_field(self, z: torch.Tensor) -> torch.Tensor:
+        """Densities (B, N, N, N) e/Angstrom^3 of ``density_latent`` values ``z`` (B, n, n, n, d): the inverse of
+        :meth:`encode_field`'s standardisation, then :meth:`decode` with quantisation."""
+        mean, std = self.latent_stats()
+        return self.decode((z * std + mean).movedim(-1, 1))
+
     @torch.no_grad()
     def reconstruct(self, rho: torch.Tensor, *, quantise: bool = True) -> torch.Tensor:
         """``decode(encode(rho))`` in e/Angstrom^3, without gradients."""

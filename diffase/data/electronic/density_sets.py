@@ -10,6 +10,9 @@ the fractional points ``(i/N, j/N, k/N)`` of the structure's stored cell, as :mo
 * :func:`read_anchor_layout`: ChargeDIFF's layout, ``structure/{split}.csv`` (``material_id``, ``cif`` columns) and
   ``charge_density/<material_id>.npy`` (an N^3 array per material);
 * :func:`read_density_set` picks one of the three from what the folder holds.
+
+:func:`reduced_density_record` turns an entry into the crystal record the joint pipeline trains on: the structure in
+its Niggli-reduced cell and the density regridded exactly onto that cell.
 """
 
 from __future__ import annotations
@@ -29,12 +32,15 @@ from diffase.data.electronic.dataset import (
     label_structure,
     read_label,
 )
+from diffase.data import fields as F
 from diffase.data.electronic.density import (
     DEFAULT_GRID,
     chgcar_to_density,
+    grid_in_cell,
     read_density,
     regrid,
 )
+from diffase.data.structures import structure_to_record
 
 #: Unit conventions of an anchor-layout ``.npy``: e/Angstrom^3, or VASP's rho x V (e; divided by the volume here).
 ANCHOR_UNITS = ("e/A^3", "e")
@@ -143,3 +149,14 @@ def read_density_set(path: str | Path, *, split: str = "train", grid: int = DEFA
                          f"{next(e.rho.shape for e in entries if e.name == wrong[0])}); regrid them "
                          "(diffase.data.electronic.density.regrid)")
     return entries
+
+
+def reduced_density_record(entry: DensityEntry) -> dict:
+    """The crystal record of an entry in its Niggli-reduced cell (as the joint pipeline feeds every crystal; same
+    site order) with ``charge_density`` (N, N, N) e/Angstrom^3 on the grid of that cell: the reduction is a
+    unimodular change of basis, so every grid point of the reduced cell is one of the stored cell and the values
+    are moved, not interpolated (:func:`~diffase.data.electronic.density.grid_in_cell`)."""
+    reduced = entry.structure.get_reduced_structure()
+    record = structure_to_record(reduced, name=entry.name)
+    record[F.CHARGE_DENSITY] = grid_in_cell(entry.rho, entry.structure.lattice.matrix, reduced.lattice.matrix)
+    return record

@@ -1,0 +1,76 @@
+"""The joint trainer's charge-density labels: density sets encoded once into ``density_latent`` by a frozen VQ-VAE.
+
+Densities come from whatever :func:`~diffase.data.electronic.density_sets.read_density_set` reads (a label folder's
+``rho32``, a folder of CHGCAR/AECCAR/cube files regridded to N^3, ChargeDIFF's ``structure/`` +
+``charge_density/`` layout). Each crystal is put in its Niggli-reduced cell with its density moved exactly onto that
+cell's grid (:func:`~diffase.data.electronic.density_sets.reduced_density_record`), then encoded by the VQ-VAE
+(:meth:`~diffase.nn.vqvae3d.DensityVQVAE.encode_field`: pre-quantisation latent, standardised per channel) into
+``density_latent`` (n, n, n, d). The VQ-VAE's checkpoint is copied into the joint checkpoint
+(:func:`~diffase.hub.frozen_copy`, the mechanism that carries the atomic-DOS autoencoder), so generated latents are
+decoded by the very weights that encoded the training densities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from diffase.data import fields as F
+from diffase.data.electronic.density_sets import read_density_set, reduced_density_record
+from diffase.generators.descriptor_decoding import VQVAE_ENTRY
+from diffase.hub import frozen_copy
+from diffase.nn.vqvae3d import DensityVQVAE
+
+
+class DensityLatents:
+    """Reads density sets and encodes them with the frozen VQ-VAE ``vqvae`` (name or path)."""
+
+    def __init__(self, vqvae: str | Path):
+        ckpt, self.entry = frozen_copy(vqvae)
+        self.vqvae = DensityVQVAE.from_checkpoint(ckpt)
+
+    @property
+    def row_shape(self) -> tuple[int, int, int, int]:
+        """(n, n, n, d) of one crystal's ``density_latent``: n = grid / 4, d = the VQ-VAE's latent_dim."""
+        n = self.vqvae.config.grid // 4
+        return (n, n, n, self.vqvae.config.latent_dim)
+
+    def load(self, folders: str | Path | Sequence[str | Path], *, exclude: Sequence[str] = (),
+             only: Sequence[str] | None = None, limit: int | None = None) -> tuple[list[dict], list[str], dict]:
+        """Records (Niggli-reduced, with ``density_latent``), names and counts of the density sets ``folders``
+        (read in order; a name read from an earlier folder is not read again). ``exclude``: names never read;
+        ``only``: read only these; ``limit``: at most this many records. Counts: ``{"sources": {"dft": n},
+        "excluded": n, "duplicates": n, "folders": {folder: n read}}``."""
+        folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
+        excluded, wanted = set(exclude), None if only is None else set(only)
+        records, names = [], []
+        counts = {"sources": {}, "excluded": 0, "duplicates": 0, "folders": {}}
+        for folder in folders:
+            n_read = 0
+            for entry in read_density_set(folder, grid=self.vqvae.config.grid):
+                if limit is not None and len(records) >= limit:
+                    break
+                if entry.name in excluded or (wanted is not None and entry.name not in wanted):
+                    counts["excluded"] += entry.name in excluded
+                    continue
+                if entry.name in names:
+                    counts["duplicates"] += 1
+                    continue
+                record = reduced_density_record(entry)
+                rho = torch.as_tensor(record.pop(F.CHARGE_DENSITY), dtype=torch.float32).unsqueeze(0)
+                record[F.DENSITY_LATENT] = self.vqvae.encode_field(rho)[0].numpy()
+                record["label_source"] = "dft"  # the readers skip predicted labels (they carry no density)
+                records.append(record)
+                names.append(entry.name)
+                n_read += 1
+            counts["folders"][str(folder)] = n_read
+        if not records:
+            raise ValueError(f"no density read from {', '.join(map(str, folders))} ({counts['excluded']} held out)")
+        counts["sources"]["dft"] = len(records)
+        return records, names, counts
+
+    def checkpoint_entries(self) -> dict:
+        """Entries for the joint checkpoint: the VQ-VAE that encoded (and will decode) the latents."""
+        return {VQVAE_ENTRY: self.entry}
