@@ -293,3 +293,35 @@ def test_density_latents_reads_a_label_folder_in_niggli_cells_and_carries_its_vq
     entry = labels.checkpoint_entries()[VQVAE_ENTRY]
     assert entry["sha256"] == file_sha256(path) and entry["model_config"]["latent_dim"] == LATENT[-1]
     assert labels.load(folder, exclude=["mp-1000"])[1] == ["mp-10015"]
+
+
+# --- inpainting of the latent through the loop's known mechanism --------------------------------------------
+def test_latent_mask_takes_the_voxels_whose_nearest_density_points_are_mostly_masked():
+    vq = tiny_vqvae()
+    mask = np.zeros((32, 32, 32), dtype=bool)
+    mask[:, :, 14:18] = True  # a slab of 4 points around fractional z = 1/2: the block of voxel 4 (points 14..17)
+    latent = vq.latent_mask(mask)
+    assert latent.shape == (8, 8, 8) and latent[:, :, 4].all() and latent.sum() == 64
+    assert vq.latent_mask(np.roll(mask, 4, axis=0)).equal(latent)  # a roll along a free axis changes nothing
+    assert vq.latent_mask(np.roll(mask, 4, axis=2)).equal(torch.roll(latent, 1, dims=2))
+    with pytest.raises(ValueError, match="density mask"):
+        vq.latent_mask(mask[:16])
+
+
+def test_known_latent_voxels_are_exact_at_the_end_of_sampling():
+    model = density_model()
+    mask = np.zeros(LATENT[:3], dtype=bool)
+    mask[2:5, :, 3] = True
+    values = np.random.default_rng(0).normal(size=LATENT)
+    (records,) = model.sample(3, num_atoms=3, num_levels=5, seed=1, known_grids={F.DENSITY_LATENT: (mask, values)})
+    flip = (np.eye(3), -np.eye(3))
+    for rec in records:
+        z = rec[F.DENSITY_LATENT]
+        assert np.array_equal(z[mask], values[mask]) or np.array_equal(grid_in_cell(z, *flip)[mask], values[mask])
+        assert not np.allclose(z[~mask], values[~mask])
+    with pytest.raises(ValueError, match="empty"):
+        next(model.sample(1, num_atoms=3, known_grids={F.DENSITY_LATENT: (np.zeros(LATENT[:3], bool), values)}))
+    with pytest.raises(ValueError, match="must be"):
+        next(model.sample(1, num_atoms=3, known_grids={F.DENSITY_LATENT: (mask[:4], values)}))
+    with pytest.raises(ValueError, match="no grid field"):
+        next(model.sample(1, num_atoms=3, known_grids={F.CHARGE_DENSITY: (mask, values)}))

@@ -259,7 +259,8 @@ class JointModel:
     def sample(self, n: int, *, num_atoms: int | Sequence[int] | None = None, conditions: dict | None = None,
                node_conditions: Sequence | None = None, guidance_scale: float | None = None, batch_size: int = 64,
                num_levels: int | None = None, n_corrector: int = 1, seed: int | None = None, progress: bool = False,
-               start_batch: int = 0, classifier=None, classifier_scale: float = 1.0) -> Iterator[list[dict]]:
+               start_batch: int = 0, classifier=None, classifier_scale: float = 1.0,
+               known_grids: dict | None = None) -> Iterator[list[dict]]:
         """Generate ``n`` crystals, yielding one list of records per batch of ``batch_size``.
 
         ``num_atoms``: one count for all, a list of n counts, or None (drawn from the training distribution).
@@ -272,9 +273,17 @@ class JointModel:
         its transform); a NaN row leaves that atom free. The atom counts follow the arrays (``num_atoms``, if
         given, must agree). ``classifier`` / ``classifier_scale``: classifier guidance towards ``node_conditions``
         (see :meth:`sample_from`).
+        ``known_grids``: inpainting of a generated grid field, ``{key: (mask, values)}`` (e.g. ``density_latent``:
+        ``mask`` (n, n, n) bool over latent voxels, e.g. from
+        :meth:`~diffase.nn.vqvae3d.DensityVQVAE.latent_mask`, ``values`` (n, n, n, d) the field's values there,
+        e.g. from :meth:`~diffase.nn.vqvae3d.DensityVQVAE.encode_field`), the same for every crystal: the loop's
+        ``known`` mechanism keeps those voxels on the given values noised to each level, exactly the given values
+        at the end (in the sampled cell; a crystal whose cell is flipped to right-handed gets its grids flipped too,
+        voxel m -> -m).
         """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
+        known_grids = self._known_grid_arrays(known_grids)
         scale = self._check_guidance(conditions or node_conditions is not None, guidance_scale)
         if node_conditions is not None:
             if len(node_conditions) != n:
@@ -301,8 +310,13 @@ class JointModel:
             if node_values is not None:
                 for rec, values in zip(chunk, node_values[lo : lo + batch_size], strict=True):
                     rec[F.NODE_COND] = values
+            masks = {}
+            for key, (mask, values) in known_grids.items():
+                for rec in chunk:
+                    rec[key] = values
+                masks[key] = torch.as_tensor(np.stack([mask] * len(chunk)))
             conds = self.condition_values(conditions, len(chunk)) if conditions else None
-            yield self._run(chunk, conds, scale, fields, schedule, {}, (), n_corrector,
+            yield self._run(chunk, conds, scale, fields, schedule, masks, (), n_corrector,
                             self._batch_generator(seed, b), progress,
                             f"crystals {lo + 1}-{lo + len(chunk)} of {n}", regressor, classifier_scale)
 
@@ -410,6 +424,25 @@ class JointModel:
         return {"written": state["written"], "invalid": state["invalid"], "path": str(path)}
 
     # --- helpers --------------------------------------------------------------------------------------
+    def _known_grid_arrays(self, known_grids: dict | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Checked ``{key: (mask (n, n, n) bool, values (n, n, n, d))}`` of :meth:`sample`'s ``known_grids``."""
+        shapes = grid_row_shapes(self.fields)
+        out = {}
+        for key, (mask, values) in (known_grids or {}).items():
+            if key not in shapes:
+                raise ValueError(f"known_grids: this model generates no grid field {key!r}; its grid fields: "
+                                 f"{', '.join(shapes) or 'none'}")
+            mask, values = np.asarray(mask, dtype=bool), np.asarray(values, dtype=np.float64)
+            if mask.shape != tuple(shapes[key][:3]) or values.shape != tuple(shapes[key]):
+                raise ValueError(f"known_grids[{key!r}]: mask {mask.shape} and values {values.shape} must be "
+                                 f"{tuple(shapes[key][:3])} and {tuple(shapes[key])}")
+            if not mask.any():
+                raise ValueError(f"known_grids[{key!r}]: the mask is empty (no voxel given); drop it for de novo")
+            if not np.isfinite(values[mask]).all():
+                raise ValueError(f"known_grids[{key!r}]: the given values are not finite")
+            out[key] = (mask, values)
+        return out
+
     def _classifier(self, classifier, node_conditions):
         """The DOS regressor of classifier guidance, checked against this model (vocabulary, DOS grid); None if
         not given."""

@@ -228,6 +228,19 @@ class DensityVQVAE(nn.Module):
         mean, std = self.latent_stats()
         return self.decode((z * std + mean).movedim(-1, 1))
 
+    def latent_mask(self, mask, min_fraction: float = 0.5):
+        """Latent voxels (n, n, n) bool of a density-grid region ``mask`` (N, N, N) bool (numpy or torch): voxel m
+        is in when at least ``min_fraction`` of the 4^3 density points nearest to its centre (points 4m - 2 ..
+        4m + 1 along each axis, periodic) are."""
+        grid, n = self.config.grid, self.config.grid // 4
+        mask = torch.as_tensor(mask, dtype=torch.bool)
+        if mask.shape != (grid,) * 3:
+            raise ValueError(f"a density mask is ({grid}, {grid}, {grid}) bool, got {tuple(mask.shape)}")
+        if not 0 < min_fraction <= 1:
+            raise ValueError(f"min_fraction must be in (0, 1], got {min_fraction}")
+        blocks = torch.roll(mask.double(), (2, 2, 2), dims=(0, 1, 2)).view(n, 4, n, 4, n, 4)
+        return blocks.mean(dim=(1, 3, 5)) >= min_fraction
+
     @torch.no_grad()
     def reconstruct(self, rho: torch.Tensor, *, quantise: bool = True) -> torch.Tensor:
         """``decode(encode(rho))`` in e/Angstrom^3, without gradients."""
