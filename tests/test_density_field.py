@@ -325,3 +325,17 @@ def test_known_latent_voxels_are_exact_at_the_end_of_sampling():
         next(model.sample(1, num_atoms=3, known_grids={F.DENSITY_LATENT: (mask[:4], values)}))
     with pytest.raises(ValueError, match="no grid field"):
         next(model.sample(1, num_atoms=3, known_grids={F.CHARGE_DENSITY: (mask, values)}))
+
+
+def test_generate_writes_a_chgcar_per_valid_crystal_beside_the_extxyz(tmp_path):
+    import ase.io
+
+    model = density_model()
+    out = model.generate(3, tmp_path / "gen.extxyz", num_atoms=3, num_levels=4, batch_size=2, progress=False)
+    assert out["written"] >= 1
+    frames = ase.io.read(tmp_path / "gen.extxyz", index=":")
+    written = sorted(p.name for p in (tmp_path / "gen.extxyz.chgcar").glob("CHGCAR-*"))
+    assert written == sorted(f"CHGCAR-{a.info['sample']}" for a in frames)
+    for atoms in frames:
+        chg = Chgcar.from_file(str(tmp_path / "gen.extxyz.chgcar" / f"CHGCAR-{atoms.info['sample']}"))
+        assert len(chg.structure) == len(atoms) and chg.data["total"].shape == (32, 32, 32)

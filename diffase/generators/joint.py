@@ -37,7 +37,7 @@ from pymatgen.core import Element
 
 from diffase.data import fields as F
 from diffase.data.batch import collate, split, to_device
-from diffase.data.electronic.density import grid_in_cell
+from diffase.data.electronic.density import grid_in_cell, write_record_chgcar
 from diffase.data.structures import (
     check_elements,
     record_to_structure,
@@ -386,6 +386,8 @@ class JointModel:
         A run interrupted and started again with the same arguments resumes after the last complete batch
         (a sidecar ``<path>.progress.json`` records the batches written). Each frame's ``sample`` info is its
         index in the run (0..n-1); invalid samples are not written but counted. ``progress`` shows one bar over crystals and one over the levels of the current batch.
+        A model generating the charge density also writes each valid crystal's density as a CHGCAR (rho x V, e;
+        :func:`~diffase.data.electronic.density.write_record_chgcar`) to ``<path>.chgcar/CHGCAR-<sample>``.
         Returns ``{"written": ..., "invalid": ..., "path": ...}``.
         """
         from tqdm.auto import tqdm
@@ -415,6 +417,11 @@ class JointModel:
             first = state["batches"] * batch_size  # "sample": index of the crystal in the whole run
             good = [(first + i, r) for i, r in enumerate(records) if r["valid"]]
             append_extxyz(path, [record_to_structure(r) for _, r in good], [{"sample": i} for i, _ in good])
+            for i, r in good:
+                if F.CHARGE_DENSITY in r:
+                    folder = path.with_name(path.name + ".chgcar")
+                    folder.mkdir(exist_ok=True)
+                    write_record_chgcar(r, folder / f"CHGCAR-{i}")
             state["batches"] += 1
             state["written"] += len(good)
             state["invalid"] += len(records) - len(good)
