@@ -183,8 +183,8 @@ def test_labels_without_site_dos_are_an_error_for_an_ados_model(shared_data, tmp
     from diffase.train.descriptor_labels import DescriptorLabels
 
     labels = DescriptorLabels([F.ADOS_LATENT], _autoencoder_file(tmp_path))
-    records, _, skipped = labels.load(_label_folder(shared_data, tmp_path / "ok", V2_LABELS))
-    assert skipped == 0 and all(r[F.ADOS_LATENT].shape == (len(r[F.ATOMIC_NUMBERS]), 30) for r in records)
+    records, _, counts = labels.load(_label_folder(shared_data, tmp_path / "ok", V2_LABELS))
+    assert counts["skipped"] == 0 and all(r[F.ADOS_LATENT].shape == (len(r[F.ATOMIC_NUMBERS]), 30) for r in records)
     assert all(F.SITE_DOS not in r for r in records)
     no_dos = _label_folder(shared_data, tmp_path / "no-dos", V2_LABELS, drop=("dos",))
     with pytest.raises(ValueError, match="has ados_latent|has site_dos.*no site DOS"):

@@ -136,8 +136,8 @@ def _label_folder(shared_data, tmp_path, files):
 
 def test_labels_without_bader_are_skipped_and_counted_and_none_is_an_error(shared_data, tmp_path):
     folder = _label_folder(shared_data, tmp_path, V1_LABELS + V2_LABELS)
-    records, names, skipped = load_descriptor_records(folder, [F.BADER_CHARGE])
-    assert skipped == 2 and sorted(names) == ["mp-1070789", "mp-1094608"]
+    records, names, counts = load_descriptor_records(folder, [F.BADER_CHARGE])
+    assert counts["skipped"] == 2 and sorted(names) == ["mp-1070789", "mp-1094608"]
     for rec in records:
         assert rec[F.BADER_CHARGE].shape == rec[F.ATOMIC_NUMBERS].shape
     only_v1 = _label_folder(shared_data, tmp_path / "v1", V1_LABELS)
@@ -239,8 +239,8 @@ def test_predicted_labels_are_read_marked_and_reported(shared_data, tmp_path):
     with np.load(shared_data / "electronic" / V2_LABELS[1]) as npz:
         label = {k: npz[k] for k in npz.files if k != "rho32"}
     np.savez(folder / "predicted.npz", **label, predicted_by=np.array("site-labels-mp20"))
-    records, _, skipped = load_descriptor_records(folder, [F.BADER_CHARGE])
-    assert skipped == 0 and sorted(r["label_source"] for r in records) == ["dft", "site-labels-mp20"]
+    records, _, counts = load_descriptor_records(folder, [F.BADER_CHARGE])
+    assert counts["skipped"] == 0 and sorted(r["label_source"] for r in records) == ["dft", "site-labels-mp20"]
     config = JointTrainConfig(epochs=1, max_steps=1, batch_size=2, warmup_steps=1,
                               descriptor_fields={"bader_charge": 1.0})
     with pytest.warns(UserWarning, match="1 of the 2 training labels were predicted"):

@@ -12,11 +12,13 @@ Every fraction is over all ``n`` generated samples (invalid samples included in 
   unstable without a calculation (an MLIP graph of such a cell can take minutes and gigabytes);
 * ``sun`` = stable & unique & novel, ``vsun`` = valid & sun.
 
-Plus :func:`property_success_rate` for conditional generation (within 10% of the target).
+Plus :func:`property_success_rate` for conditional generation (within 10% of the target) and
+:func:`two_proportion_z_test` to tell whether two models' fractions differ by more than sampling noise.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -32,6 +34,19 @@ def property_success_rate(values: Sequence[float], target: float, rel_tol: float
     if v.size == 0:
         return float("nan")
     return float(np.mean(np.abs(v - target) <= rel_tol * abs(target)))
+
+
+def two_proportion_z_test(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float]:
+    """Pooled two-proportion z-test of ``k1/n1`` against ``k2/n2`` (counts of successes among samples): the z
+    statistic and the two-sided p-value (normal approximation; NaN when both proportions are 0 or 1)."""
+    if min(n1, n2) < 1 or not (0 <= k1 <= n1 and 0 <= k2 <= n2):
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got {k1}/{n1} and {k2}/{n2}")
+    pooled = (k1 + k2) / (n1 + n2)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return float("nan"), float("nan")
+    z = (k1 / n1 - k2 / n2) / se
+    return z, math.erfc(abs(z) / math.sqrt(2))
 
 
 def sun_metrics(structures: Sequence[Structure | None], reference: Sequence[Structure], *,

@@ -14,7 +14,7 @@ laid along the stored cell and would need regridding with the reduction.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -50,69 +50,23 @@ def _label_values(label: dict, key: str, n_sites: int) -> np.ndarray:
     return np.asarray(label[name], dtype=np.float64) if name in label else np.full(n_sites, np.nan)
 
 
-def load_descriptor_records(folder: str | Path, keys: Sequence[str], *, limit: int | None = None
-                            ) -> tuple[list[dict], list[str], int]:
-    """Records (Niggli-reduced, with ``keys`` as (n_atoms, ...) arrays) and names of the label files in ``folder``
-    whose every key is known at every site, and the number of files skipped for lacking them. Each record's
-    ``label_source`` says where its labels come from: ``"dft"`` or the name of the predictor that wrote them.
+def read_label_records(folders: str | Path | Sequence[str | Path], make_record: Callable[[dict], dict | None], *,
+                       exclude: Sequence[str] = (), only: Sequence[str] | None = None,
+                       limit: int | None = None) -> tuple[list[dict], list[str], dict]:
+    """Records made by ``make_record(label)`` from the label files of ``folders``, read in order, each material
+    once: a material read from an earlier folder is not read again (list the DFT folder first so that its label
+    wins over a predicted one). ``make_record`` returns ``None`` for a label it cannot use (counted as skipped; a
+    later folder may still give that material). ``exclude``: material ids never read (held-out materials);
+    ``only``: read only these. Each record gets ``label_source``: ``"dft"`` or the name of the predictor that
+    wrote the label.
 
-    ``keys``: node fields of the labels, e.g. ``["bader_charge"]`` (e), ``["site_dos"]`` (n_atoms, P) states/eV,
-    or ``["dummy_descriptor"]``. ``limit``: keep at most this many records. Raises ``ValueError`` when no file
-    has them all.
+    Returns the records, their material ids and counts: ``{"sources": {source: n}, "skipped": n, "excluded": n,
+    "duplicates": n, "folders": {folder: n read}}``.
     """
-    bad = [k for k in keys if k not in _LABEL_KEYS and k != F.DUMMY_DESCRIPTOR]
-    if bad:
-        raise ValueError(f"no per-site label for {bad}; known: {', '.join([*_LABEL_KEYS, F.DUMMY_DESCRIPTOR])}")
-    files = ElectronicDataset(folder).files
-    records, names, skipped = [], [], 0
-    for path in files:
-        if limit is not None and len(records) >= limit:
-            break
-        label = read_label(path)
-        structure = label_structure(label)
-        values = {k: _label_values(label, k, len(structure)) for k in keys}
-        if not all(np.isfinite(v).all() for v in values.values()):
-            skipped += 1
-            continue
-        for k, v in values.items():
-            structure.add_site_property(k, list(v))
-        reduced = structure.get_reduced_structure()
-        record = structure_to_record(reduced)
-        record.update({k: np.asarray(reduced.site_properties[k], dtype=np.float64) for k in keys})
-        record["label_source"] = label.get(PREDICTED_KEY, "dft")
-        records.append(record)
-        names.append(label["material_id"])
-    if not records:
-        raise ValueError(f"none of the {len(files)} label files in {folder} has {', '.join(keys)} at every site "
-                         "(version-1 labels carry no Bader charges; a label without 'dos' has no site DOS); label "
-                         "structures with `diffase label` first, or train without the descriptor field")
-    return records, names, skipped
-
-
-def load_site_dos_records(folders: Sequence[str | Path], spec: dict, *, exclude: Sequence[str] = (),
-                          only: Sequence[str] | None = None, limit: int | None = None) -> tuple[list[dict], list[str], dict]:
-    """Crystal records with the site DOS of each atom as the joint model's per-atom condition (``node_cond``).
-
-    ``folders``: label folders read in order (a DFT folder first, then e.g. one written by ``diffase
-    predict-labels``); a material already read from an earlier folder is not read again (the DFT label wins over
-    a predicted one). ``spec``: the model's node condition
-    (:func:`~diffase.generators.node_condition.site_dos_spec`): each label's DOS (states/eV, spin-summed, on its
-    ``dos_grid``) is resampled onto the spec's grid keeping the states per cell
-    (:func:`~diffase.generators.node_condition.resample_dos`) and transformed as the network sees it
-    (:func:`~diffase.generators.node_condition.apply_transform`). Crystals come Niggli-reduced, rows following
-    their sites. ``exclude``: material ids never read (held-out materials); ``only``: read only these.
-    Files whose DOS is not finite at every site are skipped.
-
-    Returns the records (each with ``label_source``: ``"dft"`` or the predictor's name, and ``dos_sigma``), their
-    material ids, and counts: ``{"sources": {source: n}, "skipped_bad_dos": n, "excluded": n, "duplicates": n,
-    "folders": {folder: n read}}``.
-    """
-    from diffase.data.electronic.dos import DEFAULT_SIGMA
-    from diffase.generators.node_condition import apply_transform, resample_dos
-
+    folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
     excluded_ids, wanted = set(exclude), None if only is None else set(only)
     records, names, seen = [], [], set()
-    counts = {"sources": {}, "skipped_bad_dos": 0, "excluded": 0, "duplicates": 0, "folders": {}}
+    counts = {"sources": {}, "skipped": 0, "excluded": 0, "duplicates": 0, "folders": {}}
     for folder in folders:
         n_read = 0
         for path in ElectronicDataset(folder).files:
@@ -126,28 +80,97 @@ def load_site_dos_records(folders: Sequence[str | Path], spec: dict, *, exclude:
             if mid in seen:
                 counts["duplicates"] += 1
                 continue
-            dos = np.asarray(label["dos"], dtype=np.float64)
-            if not np.isfinite(dos).all():
-                counts["skipped_bad_dos"] += 1
+            record = make_record(label)
+            if record is None:
+                counts["skipped"] += 1
                 continue
-            structure = label_structure(label)
-            structure.add_site_property("_row", list(range(len(structure))))
-            reduced = structure.get_reduced_structure()
-            rows = np.asarray(reduced.site_properties["_row"], dtype=np.int64)
-            reduced.remove_site_property("_row")
-            values = resample_dos(label["dos_grid"], dos, spec["e_min"], spec["e_max"], int(spec["n_points"]))
-            record = structure_to_record(reduced)
-            record[F.NODE_COND] = apply_transform(spec, values[rows])
             source = label.get(PREDICTED_KEY, "dft")
             record["label_source"] = source
-            record["dos_sigma"] = float(label.get("dos_sigma", DEFAULT_SIGMA))  # version 1: GPAW width 0.1 eV
             records.append(record)
             names.append(mid)
             seen.add(mid)
             counts["sources"][source] = counts["sources"].get(source, 0) + 1
             n_read += 1
         counts["folders"][str(folder)] = n_read
+    return records, names, counts
+
+
+def load_descriptor_records(folders: str | Path | Sequence[str | Path], keys: Sequence[str], *,
+                            require: Sequence[str] = (), exclude: Sequence[str] = (),
+                            only: Sequence[str] | None = None, limit: int | None = None
+                            ) -> tuple[list[dict], list[str], dict]:
+    """Records (Niggli-reduced, with ``keys`` as (n_atoms, ...) arrays) and material ids of the label files in
+    ``folders`` (:func:`read_label_records`: each material once, ``exclude`` / ``only`` / ``limit`` as there)
+    whose every key, and every per-site label in ``require``, is known at every site; files lacking one are
+    skipped and counted (``counts["skipped"]``).
+
+    ``keys``: node fields of the labels, e.g. ``["bader_charge"]`` (e), ``["site_dos"]`` (n_atoms, P) states/eV,
+    ``["dummy_descriptor"]``, or none (structures only). ``require``: per-site labels a crystal must carry
+    without being read into the record, so that the models of an ablation train on the very same crystals
+    (e.g. ``["bader_charge", "site_dos"]`` for a structure-only baseline). Raises ``ValueError`` when no file
+    has them all.
+    """
+    bad = [k for k in [*keys, *require] if k not in _LABEL_KEYS and k != F.DUMMY_DESCRIPTOR]
+    if bad:
+        raise ValueError(f"no per-site label for {bad}; known: {', '.join([*_LABEL_KEYS, F.DUMMY_DESCRIPTOR])}")
+    needed = list(dict.fromkeys([*keys, *require]))
+
+    def make_record(label: dict) -> dict | None:
+        structure = label_structure(label)
+        values = {k: _label_values(label, k, len(structure)) for k in needed}
+        if not all(np.isfinite(v).all() for v in values.values()):
+            return None
+        for k in keys:
+            structure.add_site_property(k, list(values[k]))
+        reduced = structure.get_reduced_structure()
+        record = structure_to_record(reduced)
+        record.update({k: np.asarray(reduced.site_properties[k], dtype=np.float64) for k in keys})
+        return record
+
+    records, names, counts = read_label_records(folders, make_record, exclude=exclude, only=only, limit=limit)
+    if not records:
+        raise ValueError(f"none of the label files in {', '.join(map(str, counts['folders']))} has "
+                         f"{', '.join(needed)} at every site ({counts['excluded']} held out; version-1 labels carry "
+                         "no Bader charges; a label without 'dos' has no site DOS); label structures with "
+                         "`diffase label` first, or train without the descriptor field")
+    return records, names, counts
+
+
+def load_site_dos_records(folders: Sequence[str | Path], spec: dict, *, exclude: Sequence[str] = (),
+                          only: Sequence[str] | None = None, limit: int | None = None) -> tuple[list[dict], list[str], dict]:
+    """Crystal records with the site DOS of each atom as the joint model's per-atom condition (``node_cond``).
+
+    ``folders``: label folders read in order (:func:`read_label_records`: a DFT folder first, then e.g. one
+    written by ``diffase predict-labels``; each material once; ``exclude`` / ``only`` / ``limit`` as there).
+    ``spec``: the model's node condition (:func:`~diffase.generators.node_condition.site_dos_spec`): each
+    label's DOS (states/eV, spin-summed, on its ``dos_grid``) is resampled onto the spec's grid keeping the
+    states per cell (:func:`~diffase.generators.node_condition.resample_dos`) and transformed as the network sees
+    it (:func:`~diffase.generators.node_condition.apply_transform`). Crystals come Niggli-reduced, rows following
+    their sites. Files whose DOS is not finite at every site are skipped (``counts["skipped"]``).
+
+    Returns the records (each with ``label_source`` and ``dos_sigma``), their material ids, and the counts of
+    :func:`read_label_records`.
+    """
+    from diffase.data.electronic.dos import DEFAULT_SIGMA
+    from diffase.generators.node_condition import apply_transform, resample_dos
+
+    def make_record(label: dict) -> dict | None:
+        dos = np.asarray(label["dos"], dtype=np.float64)
+        if not np.isfinite(dos).all():
+            return None
+        structure = label_structure(label)
+        structure.add_site_property("_row", list(range(len(structure))))
+        reduced = structure.get_reduced_structure()
+        rows = np.asarray(reduced.site_properties["_row"], dtype=np.int64)
+        reduced.remove_site_property("_row")
+        values = resample_dos(label["dos_grid"], dos, spec["e_min"], spec["e_max"], int(spec["n_points"]))
+        record = structure_to_record(reduced)
+        record[F.NODE_COND] = apply_transform(spec, values[rows])
+        record["dos_sigma"] = float(label.get("dos_sigma", DEFAULT_SIGMA))  # version 1: GPAW width 0.1 eV
+        return record
+
+    records, names, counts = read_label_records(folders, make_record, exclude=exclude, only=only, limit=limit)
     if not records:
         raise ValueError(f"no site-DOS labels read from {', '.join(map(str, folders))} "
-                         f"({counts['excluded']} held out, {counts['skipped_bad_dos']} without a finite DOS)")
+                         f"({counts['excluded']} held out, {counts['skipped']} without a finite DOS)")
     return records, names, counts

@@ -11,6 +11,7 @@ weights that encoded its labels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,23 +49,25 @@ class DescriptorLabels:
         self.autoencoder_ckpt = {k: ckpt[k] for k in ("kind", "model_config", "state_dict")} | {
             "name": str(dos_autoencoder), "sha256": file_sha256(ckpt["path"])}
 
-    def load(self, folder: str | Path, *, limit: int | None = None) -> tuple[list[dict], list[str], int]:
-        """Records, names and number of skipped files, as
-        :func:`~diffase.data.descriptor_records.load_descriptor_records` gives them, with ``ados_latent`` (n_atoms,
-        30) encoded from the site DOS in place of ``site_dos``. The labels' DOS grid must be the autoencoder's."""
-        records, names, skipped = load_descriptor_records(folder, [ENCODED_FROM.get(k, k) for k in self.keys],
-                                                          limit=limit)
+    def load(self, folders: str | Path | Sequence[str | Path], **select) -> tuple[list[dict], list[str], dict]:
+        """Records, material ids and counts, as :func:`~diffase.data.descriptor_records.load_descriptor_records`
+        gives them for ``folders`` (``select``: its ``require`` / ``exclude`` / ``only`` / ``limit``), with
+        ``ados_latent`` (n_atoms, 30) encoded from the site DOS in place of ``site_dos``. The labels' DOS grid must
+        be the autoencoder's."""
+        records, names, counts = load_descriptor_records(folders, [ENCODED_FROM.get(k, k) for k in self.keys],
+                                                         **select)
         if self.autoencoder_ckpt is None:
-            return records, names, skipped
+            return records, names, counts
         grid = self.autoencoder.config.grid()
-        label_grid = np.asarray(ElectronicDataset(folder).dos_grid, dtype=np.float64)
-        if label_grid.shape != grid.shape or not np.allclose(label_grid, grid, atol=1e-3):
-            raise ValueError(f"the site DOS of {folder} lies on {label_grid[0]:.2f}..{label_grid[-1]:.2f} eV "
-                             f"({len(label_grid)} points), the autoencoder's grid is {grid[0]:.2f}..{grid[-1]:.2f} eV "
-                             f"({len(grid)} points); train an autoencoder on these labels")
+        for folder in counts["folders"]:
+            label_grid = np.asarray(ElectronicDataset(folder).dos_grid, dtype=np.float64)
+            if label_grid.shape != grid.shape or not np.allclose(label_grid, grid, atol=1e-3):
+                raise ValueError(f"the site DOS of {folder} lies on {label_grid[0]:.2f}..{label_grid[-1]:.2f} eV "
+                                 f"({len(label_grid)} points), the autoencoder's grid is {grid[0]:.2f}..{grid[-1]:.2f} "
+                                 f"eV ({len(grid)} points); train an autoencoder on these labels")
         for record in records:
             record[F.ADOS_LATENT] = self.autoencoder.encode_numpy(record.pop(F.SITE_DOS))
-        return records, names, skipped
+        return records, names, counts
 
     def checkpoint_entries(self) -> dict:
         """Entries for the joint checkpoint: the autoencoder's, when the ``ados_latent`` field is trained."""

@@ -18,7 +18,6 @@ chemical system). The loop itself (EMA, checkpoints, resume, time box) is :func:
 from __future__ import annotations
 
 import warnings
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,8 +76,13 @@ class JointTrainConfig(LoopConfig):
     node_condition_e_max: float = 10.0
     node_condition_transform: str = "log1p"  #: what the network sees of a DOS row (stored in the checkpoint)
     label_folders: list = field(default_factory=list)  #: more label folders to train on (e.g. predicted labels)
+    val_label_folders: list = field(default_factory=list)  #: more label folders to validate on (descriptor runs)
+    #: per-site labels every training and validation crystal must carry, whether or not a field generates them
+    #: (descriptor runs): the models of an ablation then see the very same crystals
+    require_labels: list = field(default_factory=list)
     #: a site-label predictor checkpoint (e.g. "site-labels-mp20") whose split by material is reused: its test
     #: and validation materials are never trained on (from any folder), its validation materials validate
+    #: (descriptor runs: besides every crystal of ``val_label_folders`` that is neither trained on nor a test one)
     hold_out_from: str | None = None
 
 
@@ -97,8 +101,10 @@ def computed_condition(name: str, record: dict, elements: Sequence[int]) -> np.n
 
 
 def condition_arrays(names: Sequence[str], records: Sequence[dict], ids: Sequence[str], elements: Sequence[int],
-                     labels: str | Path | None) -> tuple[dict[str, np.ndarray], list[ConditionSpec]]:
-    """Per-crystal condition values (NaN = unknown) and their specs (scalars normalised by the data)."""
+                     labels: str | Path | None, *, with_specs: bool = True
+                     ) -> tuple[dict[str, np.ndarray], list[ConditionSpec]]:
+    """Per-crystal condition values (NaN = unknown) and, ``with_specs`` (training crystals), their specs (scalars
+    normalised by these crystals' values; an error when none has one). Validation crystals may all lack one."""
     table = pd.read_csv(labels).set_index("material_id") if labels is not None else None
     values, specs = {}, []
     for name in names:
@@ -112,6 +118,8 @@ def condition_arrays(names: Sequence[str], records: Sequence[dict], ids: Sequenc
             raise ValueError(f"condition {name!r} is neither computed ({', '.join(COMPUTED_CONDITIONS)}) nor a "
                              f"column of the labels table {labels}")
         values[name] = arr
+        if not with_specs:
+            continue
         if kind == "scalar":
             known = arr[~np.isnan(arr)]
             if known.size == 0:
@@ -167,27 +175,30 @@ def _fine_tune_config(pretrained: dict, model_config: dict | None, specs, node_f
     if model_config:
         raise ValueError("init_from keeps the pretrained network's settings; drop model_config")
     stored = pretrained["model_config"]
-    if [s.name for s in specs] != [c["name"] for c in stored["conditions"]]:
-        raise ValueError(f"init_from: the conditions {[s.name for s in specs]} differ from the pretrained model's "
-                         f"{[c['name'] for c in stored['conditions']]}")
+    names = [c["name"] for c in stored["conditions"]]
+    if [s.name for s in specs][:len(names)] != names:
+        raise ValueError(f"init_from: the conditions {[s.name for s in specs]} do not start with the pretrained "
+                         f"model's {names}; list those first, new ones after them")
     if stored.get("node_cond_dim") and node_cond_dim and stored["node_cond_dim"] != node_cond_dim:
         raise ValueError(f"init_from: the pretrained model takes {stored['node_cond_dim']} per-atom condition "
                          f"values, this run {node_cond_dim}")
-    return JointDenoiserConfig(**{**stored, "node_fields": node_fields,
+    conditions = stored["conditions"] + [s.to_dict() for s in specs[len(names):]]
+    return JointDenoiserConfig(**{**stored, "conditions": conditions, "node_fields": node_fields,
                                   "node_cond_dim": node_cond_dim or stored.get("node_cond_dim", 0)})
 
 
 def _load_pretrained_weights(net: JointDenoiser, pretrained: dict) -> None:
-    """Copy the pretrained weights; only the descriptor fields' input maps and heads start fresh, and so does a
-    per-atom condition input the pretrained model lacks: its map and "not given" vector start at zero, so at step
-    0 the fine-tuned network is the pretrained one whether or not a site is conditioned."""
+    """Copy the pretrained weights; only the descriptor fields' input maps and heads start fresh, and so do a
+    per-atom condition input and graph conditions the pretrained model lacks: their maps and "not given" vectors
+    start at zero, so at step 0 the fine-tuned network is the pretrained one whether or not a condition is
+    given."""
     missing, unexpected = net.load_state_dict(pretrained["state_dict"], strict=False)
-    fresh = [k for k in missing if not k.startswith(("field_inputs.", "field_heads.", "node_cond."))]
+    fresh = [k for k in missing if not k.startswith(("field_inputs.", "field_heads.", "node_cond.", "conditions."))]
     if fresh or unexpected:
         raise ValueError(f"init_from: weights do not fit the network (missing {fresh}, unexpected {unexpected})")
-    if net.node_cond is not None and any(k.startswith("node_cond.") for k in missing):
-        with torch.no_grad():
-            for p in net.node_cond.parameters():
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name in missing and name.startswith(("node_cond.", "conditions.")):
                 p.zero_()
 
 
@@ -242,9 +253,41 @@ def _site_dos_data(train_source, val_source, config: JointTrainConfig, limit_tra
     return train_records, train_ids, val_records, val_ids, spec, info
 
 
-def _items(records, ids, elements, names, labels):
+def _descriptor_data(train_source, val_source, config: JointTrainConfig, descriptor_labels: DescriptorLabels,
+                     limit_train: int | None):
+    """Training and validation records of a run on label folders (descriptor fields, or a structure-only model
+    on the same crystals through ``require_labels``) and the counts stored in the checkpoint."""
+    split = held_out_materials(config.hold_out_from) if config.hold_out_from else None
+    folders = [train_source] if isinstance(train_source, (str, Path)) else list(train_source)
+    val_folders = [val_source] if isinstance(val_source, (str, Path)) else list(val_source)
+    select = {"require": config.require_labels}
+    train_records, train_ids, train_counts = descriptor_labels.load(
+        folders + list(config.label_folders), **select, limit=limit_train,
+        exclude=sorted({*split["val"], *split["test"]}) if split else ())
+    val_records, val_ids, val_counts = descriptor_labels.load(
+        val_folders + list(config.val_label_folders), **select, limit=config.max_val,
+        exclude=sorted({*train_ids, *split["test"]}) if split else ())
+    sources = train_counts["sources"]
+    predicted = {k: v for k, v in sources.items() if k != "dft"}
+    if predicted:
+        warnings.warn(f"{sum(predicted.values())} of the {len(train_records)} training labels were predicted "
+                      f"({predicted}), not computed with DFT; say so wherever the model is described", stacklevel=3)
+    if train_counts["skipped"] or val_counts["skipped"]:
+        wanted = ", ".join(dict.fromkeys([*descriptor_labels.keys, *config.require_labels]))
+        warnings.warn(f"skipped {train_counts['skipped']} training and {val_counts['skipped']} validation label "
+                      f"files without {wanted} at every site (version-1 labels carry no Bader charges); training on "
+                      f"{len(train_records)}, validating on {len(val_records)}", stacklevel=3)
+    info = {"descriptor_label_sources": sources,
+            "skipped_without_descriptors": {"train": train_counts["skipped"], "val": val_counts["skipped"]},
+            "label_counts": {"train": train_counts, "val": val_counts},
+            "held_out": {"from": str(config.hold_out_from), "val": split["val"], "test": split["test"]}
+            if split else None}
+    return train_records, train_ids, val_records, val_ids, info
+
+
+def _items(records, ids, elements, names, labels, with_specs=True):
     encoded = encode_records(records, elements)
-    values, specs = condition_arrays(names, records, ids, elements, labels)
+    values, specs = condition_arrays(names, records, ids, elements, labels, with_specs=with_specs)
     return [{"record": r, "cond": {n: values[n][i] for n in names}} for i, r in enumerate(encoded)], specs
 
 
@@ -278,23 +321,13 @@ def train_joint_model(
     descriptors = descriptor_fields(config.descriptor_fields)
     keys = [f.key for f in descriptors]
     descriptor_labels = DescriptorLabels(keys, config.dos_autoencoder)  # ados_latent: encoded site DOS
-    skipped = val_skipped = 0
-    node_spec, node_info = None, {}
+    node_spec, data_info = None, {}
     if config.node_condition is not None:
-        train_records, train_ids, val_records, val_ids, node_spec, node_info = _site_dos_data(
+        train_records, train_ids, val_records, val_ids, node_spec, data_info = _site_dos_data(
             train_source, val_source, config, limit_train)
-    elif keys:
-        train_records, train_ids, skipped = descriptor_labels.load(train_source, limit=limit_train)
-        val_records, val_ids, val_skipped = descriptor_labels.load(val_source, limit=config.max_val)
-        predicted = Counter(r["label_source"] for r in train_records if r["label_source"] != "dft")
-        if predicted:
-            warnings.warn(f"{sum(predicted.values())} of the {len(train_records)} training labels were predicted "
-                          f"({dict(predicted)}), not computed with DFT; say so wherever the model is described",
-                          stacklevel=2)
-        if skipped or val_skipped:
-            warnings.warn(f"skipped {skipped} training and {val_skipped} validation label files without "
-                          f"{', '.join(keys)} at every site (version-1 labels carry no Bader charges); training on "
-                          f"{len(train_records)}, validating on {len(val_records)}", stacklevel=2)
+    elif keys or config.require_labels or config.label_folders:
+        train_records, train_ids, val_records, val_ids, data_info = _descriptor_data(
+            train_source, val_source, config, descriptor_labels, limit_train)
     else:
         train_records, train_ids = load_records(train_source, limit=limit_train)
         val_records, val_ids = load_records(val_source, limit=config.max_val)
@@ -310,7 +343,7 @@ def train_joint_model(
     counts = np.bincount([len(r[F.ATOMIC_NUMBERS]) for r in train_records]).tolist()
 
     train_items, specs = _items(train_records, train_ids, elements, config.conditions, labels)
-    val_items, _ = _items(val_records, val_ids, elements, config.conditions, labels)
+    val_items, _ = _items(val_records, val_ids, elements, config.conditions, labels, with_specs=False)
     state = read_resume_state(out_dir)
     weights = (config.weight_types, config.weight_coords, config.weight_lattice)
     fields = FieldRegistry(structure_fields(len(elements), weights) + descriptors)
@@ -346,9 +379,7 @@ def train_joint_model(
     meta = {
         "data": str(train_source), "val_data": str(val_source), "labels": str(labels) if labels else None,
         "n_train": len(train_items), "n_val": len(val_items),
-        "skipped_without_descriptors": {"train": skipped, "val": val_skipped},
-        "descriptor_label_sources": dict(Counter(r.get("label_source", "dft") for r in train_records)) if keys else {},
-        **node_info,
+        **data_info,
         "n_parameters": sum(p.numel() for p in net.parameters()),
         "hardware": hardware_info(dev, threads),
         "objective": asdict(config) | {"fields": fields.to_list()},
