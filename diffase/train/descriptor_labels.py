@@ -4,8 +4,9 @@ Bader charges and the control field come from :func:`~diffase.data.descriptor_re
 as they are. The atomic-DOS latent field (``ados_latent``) is not stored in label files: its labels are the
 latents (n_atoms, 30) in (-1, 1) of each site's DOS (``site_dos``, states/eV) under the encoder of a frozen
 atomic-DOS autoencoder (:mod:`diffase.nn.dos_autoencoder`), computed once when the labels are loaded. The
-autoencoder's checkpoint (config with its energy grid, weights, name, SHA-256) is copied into the joint
-checkpoint (:meth:`DescriptorLabels.checkpoint_entries`), so a joint model decodes its latents with the very
+autoencoder's checkpoint (config with its energy grid, weights, name, SHA-256: :func:`~diffase.hub.frozen_copy`,
+as for the density VQ-VAE of :mod:`diffase.train.density_labels`) is copied into the joint checkpoint
+(:meth:`DescriptorLabels.checkpoint_entries`), so a joint model decodes its latents with the very
 weights that encoded its labels.
 """
 
@@ -21,9 +22,8 @@ from diffase.data.descriptor_records import load_descriptor_records
 from diffase.data.electronic.dataset import ElectronicDataset
 from diffase.generators.descriptor_decoding import AUTOENCODER_ENTRY
 from diffase.generators.joint_fields import ADOS_LATENT_DIM
-from diffase.hub import read_checkpoint
+from diffase.hub import frozen_copy
 from diffase.nn.dos_autoencoder import autoencoder_from_checkpoint
-from diffase.resume import file_sha256
 
 #: Fields whose labels a frozen network encodes from a label field: field key -> the label field it encodes.
 ENCODED_FROM = {F.ADOS_LATENT: F.SITE_DOS}
@@ -41,13 +41,11 @@ class DescriptorLabels:
         if dos_autoencoder is None:
             raise ValueError("the ados_latent field needs a frozen atomic-DOS autoencoder: set dos_autoencoder "
                              "(e.g. 'ados-autoencoder', made by `diffase train --recipe recipes/ados-autoencoder.json`)")
-        ckpt = read_checkpoint(dos_autoencoder)
+        ckpt, self.autoencoder_ckpt = frozen_copy(dos_autoencoder)
         self.autoencoder = autoencoder_from_checkpoint(ckpt)
         if self.autoencoder.config.latent_dim != ADOS_LATENT_DIM:
             raise ValueError(f"{dos_autoencoder}: latent dimension {self.autoencoder.config.latent_dim}, the "
                              f"ados_latent field has {ADOS_LATENT_DIM}")
-        self.autoencoder_ckpt = {k: ckpt[k] for k in ("kind", "model_config", "state_dict")} | {
-            "name": str(dos_autoencoder), "sha256": file_sha256(ckpt["path"])}
 
     def load(self, folders: str | Path | Sequence[str | Path], **select) -> tuple[list[dict], list[str], dict]:
         """Records, material ids and counts, as :func:`~diffase.data.descriptor_records.load_descriptor_records`
