@@ -23,12 +23,14 @@ def plot_density_slices(
     axis: int = 2,
     fractions: Sequence[float] = (0.0, 0.25, 0.5),
     log: bool = True,
+    region: np.ndarray | None = None,
 ) -> Path:
     """Draw the grid planes of ``rho`` (n1, n2, n3) e/A^3 nearest the fractional coordinates ``fractions`` along
     lattice ``axis`` (each panel is titled with the plane drawn).
 
     Each panel is drawn in Cartesian coordinates of the two in-plane lattice vectors (skewed cells look skewed);
-    atoms within half a grid step of the plane are marked. ``log`` colours by log10(rho).
+    atoms within half a grid step of the plane are marked. ``log`` colours by log10(rho). ``region``: a boolean
+    grid of ``rho``'s shape (e.g. :func:`~diffase.data.electronic.regions.region_mask`) outlined in red.
     """
     rho = np.asarray(rho, dtype=np.float64)
     u, v = [i for i in range(3) if i != axis]
@@ -49,6 +51,11 @@ def plot_density_slices(
         frac = k / rho.shape[axis]
         plane = np.take(values, k, axis=axis)
         mesh = ax.pcolormesh(x, y, plane, shading="flat", cmap="viridis", vmin=vmin, vmax=vmax)
+        if region is not None and np.take(region, k, axis=axis).any():
+            # each value fills the cell after its grid point (shading "flat"): outline through the cells' centres
+            xc, yc = (0.25 * (c[:-1, :-1] + c[1:, :-1] + c[:-1, 1:] + c[1:, 1:]) for c in (x, y))
+            ax.contour(xc, yc, np.take(region, k, axis=axis).astype(float), levels=[0.5], colors="red",
+                       linewidths=1.5)
         near = np.abs(((structure.frac_coords[:, axis] - frac + 0.5) % 1.0) - 0.5) < 0.5 / rho.shape[axis]
         for site in np.array(structure)[near]:
             xy = site.frac_coords[u] % 1.0 * a + site.frac_coords[v] % 1.0 * b
