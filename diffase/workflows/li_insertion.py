@@ -68,9 +68,13 @@ def insert_at_density_minima(structure: Structure, rho: np.ndarray, species: str
     rho: (n1, n2, n3) e/Angstrom^3 on the fractional points of the structure's cell. Distances in Angstrom,
     densities in e/Angstrom^3. A host without an acceptable minimum gets no ion (``sites`` empty), not an error.
     """
+    from importlib.util import find_spec
+
     from pymatgen.analysis.defects.generators import ChargeInterstitialGenerator
     from pymatgen.analysis.defects.utils import get_avg_chg
 
+    if find_spec("skimage") is None:  # pymatgen-analysis-defects finds the minima with it, and fails late without
+        raise ImportError("Li insertion at density minima needs scikit-image: pip install 'diffase[cathode]'")
     if max_ions is not None and max_ions < 1:
         raise ValueError(f"max_ions must be >= 1 (or None for no limit), got {max_ions}")
     if min_ion_distance < 0 or min_host_distance < 0 or avg_radius <= 0:
