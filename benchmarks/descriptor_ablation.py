@@ -13,7 +13,8 @@ each descriptor model is compared to the control with a two-proportion z-test
 One call evaluates one (model, setting) row, resumable (samples, then each sample's E_hull, are kept under
 ``--out``); ``--table`` assembles ``benchmarks/results/descriptor_ablation.md`` / ``.json`` from the rows there.
 ``--gpaw-pool N``: also write ``gpaw_pool.extxyz``, N unconditional samples of 2-6 atoms with their descriptors,
-for the GPAW recompute (``benchmarks/joint_descriptor_gpaw.py``).
+for the GPAW recompute (``benchmarks/joint_descriptor_gpaw.py``), first, and their E_hull
+(``gpaw_pool.stability.json``) after the row.
 
 Example (one row): ``python benchmarks/descriptor_ablation.py --model joint-bader-mp20 --setting uncond``
 """
@@ -67,6 +68,8 @@ def evaluate_row(args) -> dict:
     out = row_dir(args.model, args.setting) / args.setting
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(args.model, device="cpu")
+    if args.gpaw_pool:  # first: the GPAW recompute can start while this row is evaluated
+        write_gpaw_pool(model, args)
     kw = settings(args)
     samples = out / "samples.extxyz"
     t0 = time.perf_counter()
@@ -104,8 +107,29 @@ def evaluate_row(args) -> dict:
     (out / "row.json").write_text(json.dumps(row, indent=1))
     print(json.dumps(row, indent=1))
     if args.gpaw_pool:
-        write_gpaw_pool(model, args)
+        pool_stability(row_dir(args.model, "uncond") / "gpaw_pool.extxyz", hull)
     return row
+
+
+def pool_stability(pool: Path, hull) -> None:
+    """E_hull (eV/atom; null where not computed: structurally invalid, or the relaxation failed) of each GPAW-pool
+    sample by its ``sample`` index, in ``gpaw_pool.stability.json``, kept as each is known."""
+    from ase.io import read
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from diffase.analysis.validity import validity
+
+    path = pool.with_name("gpaw_pool.stability.json")
+    done = json.loads(path.read_text()) if path.exists() else {}
+    frames = read(str(pool), index=":")
+    structures = [AseAtomsAdaptor.get_structure(a) for a in frames]
+    ok = validity(structures)["structure"]
+    for a, s, good in zip(frames, structures, ok):
+        key = str(int(a.info["sample"]))
+        if key not in done:
+            value = hull([s])[0] if good else float("nan")
+            done[key] = None if math.isnan(value) else value
+            path.write_text(json.dumps(done))
 
 
 def write_gpaw_pool(model, args) -> None:
