@@ -13,8 +13,9 @@ piece is done:
    keep low), Li at the density minima (:mod:`~diffase.workflows.li_insertion`), the Li sites whose O count within
    ``li_o_cutoff`` is one of ``coordinations`` kept, the dimensionality of their Li-Li network (``li_li_cutoff``,
    :mod:`~diffase.analysis.li_network`) at least ``min_dimensionality`` -> one ``screened.jsonl`` line per item,
-   ``lithiated/<name>.cif`` (the kept Li; every inserted Li when none was kept), ``plots/<name>-density.png``
-   (density slices with the region outlined and that Li marked) and ``plots/<name>-li-network.png``;
+   ``lithiated/<name>.cif`` (the kept Li; every inserted Li when none was kept) and ``plots/<name>-li-network.png``;
+   for every target chemistry ``plots/<name>-density.png`` (density slices with the region outlined and that Li
+   marked);
 2. relax each survivor at once with the MLIP (:func:`diffase.simulate.relax`: FIRE + FrechetCellFilter) and redo
    the network analysis on the relaxed crystal -> ``relaxed.jsonl`` line, ``relaxed/<name>.cif``;
 3. NEB (after the last item, redone by every run, cheap when done): the ``n_neb`` best relaxed survivors (highest
@@ -189,9 +190,10 @@ def screen_and_relax(items: Iterable, out: Path, settings: CathodeSettings, pote
                 row["cif"] = f"lithiated/{name}.cif"
                 plot_ion_network(insertion.structure, out / "plots" / f"{name}-li-network.png",
                                  species=settings.species, cutoff=settings.li_li_cutoff)
-            first = insertion.sites[0].frac_coords if insertion is not None and insertion.sites else None
-            density_picture(insertion.structure if insertion is not None else structure, rho, settings,
-                            out / "plots" / f"{name}-density.png", first)
+            if row["target_chemistry"]:
+                first = insertion.sites[0].frac_coords if insertion is not None and insertion.sites else None
+                density_picture(insertion.structure if insertion is not None else structure, rho, settings,
+                                out / "plots" / f"{name}-density.png", first)
             _append(out / "screened.jsonl", row)
             screened[name] = row
             say(f"{name} ({row['formula']}): " + ("survivor, " + f"{row['n_li_kept']} Li, "
