@@ -37,7 +37,7 @@ Writes ``benchmarks/results/joint_descriptor_gpaw-<model>.md`` and ``.json``.
 
     nice -n 10 python benchmarks/joint_descriptor_gpaw.py \
         --samples results/descriptor_ablation/joint-bader-mp20/gpaw_pool.extxyz \
-        --stability results/descriptor_ablation/joint-bader-mp20/unconditional/stability.json \
+        --stability results/descriptor_ablation/joint-bader-mp20/gpaw_pool.stability.json \
         --out runs/gpaw-joint-bader-mp20 --n 20 --max-atoms 6 --timeout 900
 """
 
@@ -330,6 +330,15 @@ def sign_check(sites: dict) -> dict:
                                           for s in np.unique(sites["sample"][keep])])}
 
 
+def structure_row(sample: Sample, sites: dict, stability: dict[int, float | None]) -> dict:
+    """One labelled structure: formula, atoms, E_hull, DFT seconds, its Bader MAE (e) and mean W1 (eV)."""
+    mine = sites["sample"] == sample.index
+    return {"sample": sample.index, "formula": sample.structure.formula, "atoms": len(sample.structure),
+            "e_hull": stability.get(sample.index), "dft_seconds": sites["dft_seconds"][sample.index],
+            "bader_mae": _mean(np.abs(sites["bader"] - sites["bader_ref"])[mine]),
+            "wasserstein": _mean(wasserstein_1d(sites["dos"][mine], sites["dos_ref"][mine], sites["dos_grid"]))}
+
+
 def check_grid(sites: dict, autoencoder: str) -> None:
     """The labels' DOS grid must be the autoencoder's (the decoded DOS is on the latter)."""
     ckpt = read_checkpoint(autoencoder)
@@ -409,9 +418,7 @@ def main(argv=None) -> int:
         "dos": [dos_row(name, sites, mask, guess_dos) for name, mask in groups] if has_dos else None,
         "dos_broadened": ([dos_row(name, sites, mask, guess_dos, BROAD_SIGMA) for name, mask in groups[:2]]
                           if has_dos else None),
-        "structures": [{"sample": s.index, "formula": s.structure.formula, "atoms": len(s.structure),
-                        "e_hull": stability.get(s.index), "dft_seconds": sites["dft_seconds"][s.index]}
-                       for s, _ in pairs],
+        "structures": [structure_row(s, sites, stability) for s, _ in pairs],
     }
     result["wall_s"] = round(time.perf_counter() - start, 1)
     out = Path(args.results)
@@ -432,7 +439,8 @@ def report_lines(r: dict) -> list[str]:
              f"order: structurally valid, every element with a GPAW setup + dzp basis, at most {s['max_atoms']} atoms, "
              f"until {s['n']} labelled. Labelled: **{c['labelled']} structures, {c['sites']} sites**; "
              f"failed or timed out ({s['timeout_s']:.0f} s): {c['failed']}; passed over: "
-             + (", ".join(f"{k}: {v}" for k, v in c["skipped"].items()) or "none") + ".",
+             + (", ".join(f"{k}: {v}" for k, v in c["skipped"].items()) or "none")
+             + f". E_hull known for {c['with_e_hull']} of the {c['labelled']} labelled structures.",
              "",
              f"GPAW: `diffase label --preset fast` settings (PBE, LCAO dzp, h 0.2 A, SCF k-density 8 cap 4, site DOS "
              f"from a non-self-consistent pass at k-density 15 cap 6, Fermi-Dirac 0.1 eV, spin-paired) on the "
@@ -458,9 +466,10 @@ def report_lines(r: dict) -> list[str]:
         lines += ["", f"Both sides further smeared by a {BROAD_SIGMA} eV Gaussian:", ""]
         lines += table(r["dos_broadened"], DOS_COLUMNS)
         lines += [""]
-    lines += ["## Structures", "", "| sample | formula | atoms | E_hull eV/atom | DFT s |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {x['sample']} | {x['formula']} | {x['atoms']} | {_fmt(x['e_hull'])} | {x['dft_seconds']:.0f} |"
-              for x in r["structures"]]
+    lines += ["## Structures", "", "| sample | formula | atoms | E_hull eV/atom | DFT s | Bader MAE e | W1 eV |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {x['sample']} | {x['formula']} | {x['atoms']} | {_fmt(x['e_hull'])} | {x['dft_seconds']:.0f} | "
+              f"{_fmt(x['bader_mae'])} | {_fmt(x['wasserstein'])} |" for x in r["structures"]]
     return lines
 
 
