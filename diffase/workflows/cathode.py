@@ -104,7 +104,8 @@ def is_target_chemistry(structure: Structure, anion: str = "O") -> bool:
 def screen_item(name: str, structure: Structure, rho: np.ndarray,
                 settings: CathodeSettings) -> tuple[dict, IonInsertion | None]:
     """Stage 1 on one item (module docstring): its ``screened.jsonl`` row (``survivor`` and, if not, ``reason``)
-    and the insertion with only the kept Li (None when the chemistry is refused or no Li was inserted)."""
+    and the insertion with only the kept Li (every inserted Li when none was kept; None when the chemistry is
+    refused or no Li was inserted)."""
     s = settings
     row = {"name": name, "formula": structure.composition.reduced_formula, "n_atoms": len(structure),
            "target_chemistry": is_target_chemistry(structure, s.anion), "survivor": False,
