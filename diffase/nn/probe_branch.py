@@ -7,10 +7,11 @@ A probe starts from a linear map of its noisy latent value plus the crystal's ti
 atom layer of :class:`~diffase.nn.joint_denoiser.JointDenoiser`, one :class:`AtomProbeLayer`:
 
 * exchanges messages between every atom and its k nearest probes (``probe_neighbours``; periodic Cartesian
-  distance, minimum image over the 27 neighbouring cells, computed from ``L L^T``; probes tied with the k-th
-  within a relative 1e-6 are all kept, so no tie is broken by probe index): a message is built from both nodes'
-  features, Fourier features ``sin/cos(2 pi k df)``, k = 1..``num_freqs``, of ``df = f_probe - f_atom`` and the
-  lattice inner products ``L L^T``, and is averaged per atom and per probe (a probe no atom chose gets none);
+  distance, minimum image over the 27 neighbouring cells, computed from ``L L^T``; probes whose squared distance
+  is within a relative 1e-6 of the k-th are all kept, so no tie is broken by probe index): a message is built from
+  both nodes' features, Fourier features ``sin/cos(2 pi k df)``, k = 1..``num_freqs``, of ``df = f_probe - f_atom``
+  (wrapped into [-1/2, 1/2]) and the lattice inner products ``L L^T``, and is averaged per atom and per probe (a
+  probe no atom chose gets none);
 * mixes probes with probes by a circular-padded 3^3 convolution over the grid (GroupNorm, SiLU), residual.
 
 The head maps each probe to its predicted latent noise (d values). Width ``probe_hidden`` is separate from the
@@ -35,7 +36,7 @@ from diffase.nn.vqvae3d import circular_conv
 
 #: The 27 integer image shifts searched for the minimum-image distance (enough for Niggli-reduced cells).
 _IMAGES = torch.tensor(list(itertools.product((-1, 0, 1), repeat=3)), dtype=torch.float64)
-#: Probes within this relative distance of the k-th nearest count as tied with it and are all kept.
+#: Probes whose squared distance is within this relative tolerance of the k-th nearest count as tied and are kept.
 _TIE_TOLERANCE = 1e-6
 
 
