@@ -143,13 +143,15 @@ def failed_names(out: Path) -> set[str]:
     return names
 
 
-def label_samples(samples: list[Sample], out: Path, settings: LabelSettings, n: int,
-                  max_atoms: int) -> tuple[list[tuple[Sample, Path]], dict]:
+def label_samples(samples: list[Sample], out: Path, settings: LabelSettings, n: int, max_atoms: int,
+                  retry_failed: bool = False, compute: bool = True) -> tuple[list[tuple[Sample, Path]], dict]:
     """Label candidates in sample order until ``n`` labels exist in ``out``; return (sample, label path) pairs and
-    counts (``skipped``: reason -> count, ``failed`` and ``resumed`` names, ``tried``)."""
+    counts (``skipped``: reason -> count, ``failed`` and ``resumed`` names, ``tried``, ``unlabelled``: candidates
+    left without a label when ``compute`` is False). A candidate that failed in an earlier run is counted failed
+    without a new try unless ``retry_failed``."""
     (out / "inputs").mkdir(parents=True, exist_ok=True)
-    done, skipped, failed, resumed, tried = [], {}, [], [], 0
-    previously_failed = failed_names(out)
+    done, skipped, failed, resumed, tried, unlabelled = [], {}, [], [], 0, 0
+    previously_failed = set() if retry_failed else failed_names(out)
     for sample in sorted(samples, key=lambda s: s.index):
         if len(done) >= n:
             break
@@ -165,6 +167,9 @@ def label_samples(samples: list[Sample], out: Path, settings: LabelSettings, n: 
         if name in previously_failed:
             failed.append(name)
             continue
+        if not compute:
+            unlabelled += 1
+            continue
         tried += 1
         source = out / "inputs" / f"sample-{sample.index}.extxyz"
         ase_write(str(source), sample.structure.to_ase_atoms(), format="extxyz")
@@ -173,7 +178,7 @@ def label_samples(samples: list[Sample], out: Path, settings: LabelSettings, n: 
             done.append((sample, path))
         else:
             failed.append(name)
-    return done, {"skipped": skipped, "failed": failed, "resumed": resumed, "tried": tried}
+    return done, {"skipped": skipped, "failed": failed, "resumed": resumed, "tried": tried, "unlabelled": unlabelled}
 
 
 def label_sites(label: dict) -> Structure:
@@ -375,6 +380,10 @@ def main(argv=None) -> int:
     p.add_argument("--max-atoms", type=int, default=6)
     p.add_argument("--out", required=True, help="label folder (resumable)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds of GPAW per structure before it is skipped")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="try again the candidates an earlier run failed on (e.g. timeouts on a busy machine)")
+    p.add_argument("--report-only", action="store_true",
+                   help="compute nothing: report on the labels already in --out (e.g. when time ran out)")
     p.add_argument("--reference", default="../shared/data/electronic", help="DFT label folder of the element means")
     p.add_argument("--dos-autoencoder", default="ados-autoencoder",
                    help="checkpoint whose grid the decoded DOS is on (an autoencoder, or a joint model holding one)")
@@ -392,7 +401,8 @@ def main(argv=None) -> int:
     settings = LabelSettings.from_preset("fast", timeout=args.timeout)
     samples = read_samples(args.samples)
     stability = read_stability(args.stability)
-    pairs, counts = label_samples(samples, Path(args.out), settings, args.n, args.max_atoms)
+    pairs, counts = label_samples(samples, Path(args.out), settings, args.n, args.max_atoms, args.retry_failed,
+                                  compute=not args.report_only)
     if not pairs:
         print(f"no structure labelled ({counts})")
         return 1
@@ -410,7 +420,8 @@ def main(argv=None) -> int:
                      "label_settings": settings.as_dict(), "reference": args.reference,
                      "reference_labels": n_labels, "reference_labels_with_bader": n_bader_labels},
         "counts": {"frames": len(samples), "labelled": len(pairs), "resumed": len(counts["resumed"]),
-                   "tried_now": counts["tried"], "failed": len(counts["failed"]), "failed_names": counts["failed"],
+                   "tried_now": counts["tried"], "unlabelled_candidates": counts["unlabelled"],
+                   "failed": len(counts["failed"]), "failed_names": counts["failed"],
                    "skipped": counts["skipped"], "sites": int(len(sites["z"])),
                    "with_e_hull": int(sum(stability.get(s.index) is not None for s, _ in pairs))},
         "bader": [bader_row(name, sites, mask, guess_q) for name, mask in groups] if has_bader else None,
@@ -440,7 +451,9 @@ def report_lines(r: dict) -> list[str]:
              f"until {s['n']} labelled. Labelled: **{c['labelled']} structures, {c['sites']} sites**; "
              f"failed or timed out ({s['timeout_s']:.0f} s): {c['failed']}; passed over: "
              + (", ".join(f"{k}: {v}" for k, v in c["skipped"].items()) or "none")
-             + f". E_hull known for {c['with_e_hull']} of the {c['labelled']} labelled structures.",
+             + f". E_hull known for {c['with_e_hull']} of the {c['labelled']} labelled structures."
+             + (f" **Stopped short of {s['n']}**: {c['unlabelled_candidates']} candidates not labelled yet (the run "
+                "is resumable: the same command without --report-only goes on)." if c["unlabelled_candidates"] else ""),
              "",
              f"GPAW: `diffase label --preset fast` settings (PBE, LCAO dzp, h 0.2 A, SCF k-density 8 cap 4, site DOS "
              f"from a non-self-consistent pass at k-density 15 cap 6, Fermi-Dirac 0.1 eV, spin-paired) on the "

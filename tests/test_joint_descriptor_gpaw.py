@@ -112,6 +112,8 @@ def test_label_samples_selects_labels_and_resumes_on_the_fake_worker(fake_gpaw, 
     assert counts["skipped"] == {"element without GPAW setup/basis": 1, "structurally invalid": 1}
     assert counts["tried"] == 1 and len(fake_gpaw.read_text().splitlines()) == 1
 
+    pairs, counts = bench.label_samples(samples, out, settings, n=2, max_atoms=6, compute=False)  # report only
+    assert [s.index for s, _ in pairs] == [2] and counts["unlabelled"] == 1 and counts["tried"] == 0
     pairs, counts = bench.label_samples(samples, out, settings, n=2, max_atoms=6)  # resumes sample 2, labels 3
     assert [s.index for s, _ in pairs] == [2, 3] and counts["resumed"] == ["sample-2-0"]
     assert counts["tried"] == 1 and len(fake_gpaw.read_text().splitlines()) == 2
