@@ -339,3 +339,36 @@ def test_generate_writes_a_chgcar_per_valid_crystal_beside_the_extxyz(tmp_path):
     for atoms in frames:
         chg = Chgcar.from_file(str(tmp_path / "gen.extxyz.chgcar" / f"CHGCAR-{atoms.info['sample']}"))
         assert len(chg.structure) == len(atoms) and chg.data["total"].shape == (32, 32, 32)
+
+
+def test_the_joint_trainer_learns_the_density_field_and_the_checkpoint_generates_densities(shared_data, tmp_path):
+    """One step of ``train_joint_model`` on two density labels with the field, its VQ-VAE copied into the
+    checkpoint; the checkpoint samples crystals with their decoded density. A per-site field beside it and an
+    unknown grid field are refused."""
+    from diffase.train.joint_trainer import JointTrainConfig, train_joint_model
+
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    for name in DENSITY_LABELS:
+        (folder / name).write_bytes((shared_data / "electronic" / name).read_bytes())
+    vq_path = tmp_path / "vq.pt"
+    torch.save(tiny_vqvae().checkpoint(), vq_path)
+    config = JointTrainConfig(max_steps=1, batch_size=2, epochs=1, warmup_steps=1, grid_fields={"density_latent": 1.0},
+                              density_vqvae=str(vq_path), weight_types=10.0)
+    model_config = {"hidden": 16, "num_layers": 1, "num_freqs": 2, "time_dim": 8, "probe_hidden": 8,
+                    "probe_neighbours": 4}
+    best = train_joint_model(folder, folder, tmp_path / "run", model_config=model_config, config=config,
+                             device="cpu", num_threads=1, progress=False)
+    ckpt = read_checkpoint(best)
+    assert ckpt["fields"][-1]["name"] == "density_latent" and ckpt["fields"][0]["loss_weight"] == 10.0
+    assert ckpt["model_config"]["grid_fields"] == {F.DENSITY_LATENT: list(LATENT)}
+    assert ckpt[VQVAE_ENTRY]["name"] == str(vq_path) and ckpt["train"]["n_train"] == 2
+    model = JointModel.from_checkpoint(ckpt, device="cpu")
+    (records,) = model.sample(1, num_atoms=2, num_levels=3, seed=0)
+    assert records[0][F.CHARGE_DENSITY].shape == (32, 32, 32)
+    with pytest.raises(ValueError, match="density latent only"):
+        train_joint_model(folder, folder, tmp_path / "run2", config=JointTrainConfig(
+            grid_fields={"density_latent": 1.0}, descriptor_fields={"bader_charge": 1.0}), device="cpu")
+    with pytest.raises(ValueError, match="unknown grid field"):
+        train_joint_model(folder, folder, tmp_path / "run3", config=JointTrainConfig(grid_fields={"spin": 1.0}),
+                          device="cpu")

@@ -3,8 +3,10 @@
 Loss per batch (one diffusion step t ~ U{1..T} per crystal, shared by all its fields, as in DiffCSP): the sum
 over the model's fields (:mod:`diffase.generators.joint_fields`) of ``loss_weight * process loss``:
 ``w_A * D3PM hybrid loss + w_X * wrapped-normal score matching + w_L * lattice noise MSE`` for the structure,
-plus e.g. ``w_q * Bader-charge noise MSE`` for a descriptor field (``descriptor_fields``). Descriptor labels come
-from an electronic label folder (:func:`descriptor_records`); crystals without them are skipped and counted.
+plus e.g. ``w_q * Bader-charge noise MSE`` for a descriptor field (``descriptor_fields``) or ``w_C * density-latent
+noise MSE`` for ChargeDIFF's charge density (``grid_fields``, densities encoded by a frozen VQ-VAE: paper weights
+A 10, X 1, L 1, C 1). Descriptor labels come from an electronic label folder (:func:`descriptor_records`);
+crystals without them are skipped and counted.
 Classifier-free guidance training: all conditions of a crystal are dropped together (set to "not given")
 with probability ``p_uncond`` (0.2), the case guided sampling calls; ``p_drop_each`` (default 0) also drops
 each condition on its own (:func:`diffase.diffusion.guidance.training_dropout`). A crystal whose label is
@@ -42,12 +44,15 @@ from diffase.generators.joint import (
 from diffase.generators.joint_fields import (
     descriptor_fields,
     descriptor_row_shapes,
+    grid_fields,
+    grid_row_shapes,
     structure_fields,
 )
 from diffase.hub import read_checkpoint
 from diffase.nn.conditioning import ConditionSpec
 from diffase.nn.joint_denoiser import JointDenoiser, JointDenoiserConfig
 from diffase.runtime import configure_threads, resolve_device
+from diffase.train.density_labels import DensityLatents
 from diffase.train.descriptor_labels import DescriptorLabels
 from diffase.train.loop import LoopConfig, hardware_info, read_resume_state, train_loop
 
@@ -84,6 +89,11 @@ class JointTrainConfig(LoopConfig):
     #: and validation materials are never trained on (from any folder), its validation materials validate
     #: (descriptor runs: besides every crystal of ``val_label_folders`` that is neither trained on nor a test one)
     hold_out_from: str | None = None
+    #: generated grid fields -> loss weight ({"density_latent": 1.0}: ChargeDIFF's charge density; train and val
+    #: are then density sets, :class:`~diffase.train.density_labels.DensityLatents`; hold_out_from may name the
+    #: VQ-VAE, whose split by material it then follows)
+    grid_fields: dict = field(default_factory=dict)
+    density_vqvae: str | None = "vqvae-density"  #: frozen density VQ-VAE encoding the density_latent labels
 
 
 def computed_condition(name: str, record: dict, elements: Sequence[int]) -> np.ndarray:
@@ -169,7 +179,7 @@ def pretrained_checkpoint(name: str | Path, data_elements: Sequence[int]) -> dic
 
 
 def _fine_tune_config(pretrained: dict, model_config: dict | None, specs, node_fields: dict,
-                      node_cond_dim: int = 0) -> JointDenoiserConfig:
+                      node_cond_dim: int = 0, grid_fields: dict | None = None) -> JointDenoiserConfig:
     """The pretrained network's settings plus the new descriptor heads (``node_fields``) and, for a model
     conditioned per atom, the per-atom condition input (``node_cond_dim``)."""
     if model_config:
@@ -183,7 +193,7 @@ def _fine_tune_config(pretrained: dict, model_config: dict | None, specs, node_f
         raise ValueError(f"init_from: the pretrained model takes {stored['node_cond_dim']} per-atom condition "
                          f"values, this run {node_cond_dim}")
     conditions = stored["conditions"] + [s.to_dict() for s in specs[len(names):]]
-    return JointDenoiserConfig(**{**stored, "conditions": conditions, "node_fields": node_fields,
+    return JointDenoiserConfig(**{**stored, "conditions": conditions, "node_fields": node_fields, "grid_fields": grid_fields or {},
                                   "node_cond_dim": node_cond_dim or stored.get("node_cond_dim", 0)})
 
 
@@ -193,7 +203,8 @@ def _load_pretrained_weights(net: JointDenoiser, pretrained: dict) -> None:
     start at zero, so at step 0 the fine-tuned network is the pretrained one whether or not a condition is
     given."""
     missing, unexpected = net.load_state_dict(pretrained["state_dict"], strict=False)
-    fresh = [k for k in missing if not k.startswith(("field_inputs.", "field_heads.", "node_cond.", "conditions."))]
+    fresh = [k for k in missing if not k.startswith(("field_inputs.", "field_heads.", "node_cond.", "conditions.",
+                                                                "probes."))]
     if fresh or unexpected:
         raise ValueError(f"init_from: weights do not fit the network (missing {fresh}, unexpected {unexpected})")
     with torch.no_grad():
@@ -285,6 +296,39 @@ def _descriptor_data(train_source, val_source, config: JointTrainConfig, descrip
     return train_records, train_ids, val_records, val_ids, info
 
 
+def _density_labels(config: JointTrainConfig, descriptors: list) -> DensityLatents | None:
+    """The frozen VQ-VAE's labels of a run generating the charge-density latent (None otherwise)."""
+    if not config.grid_fields:
+        return None
+    if descriptors or config.node_condition is not None:
+        raise ValueError("a run with grid_fields generates the structure and the density latent only; drop "
+                         "descriptor_fields / node_condition (densities and per-site labels are not joined yet)")
+    if "density_latent" not in config.grid_fields:
+        return None  # grid_fields() names the unknown field
+    if config.density_vqvae is None:
+        raise ValueError("the density_latent field needs a frozen density VQ-VAE: set density_vqvae (e.g. "
+                         "'vqvae-density', made by `diffase train --recipe recipes/vqvae-density.json`)")
+    return DensityLatents(config.density_vqvae)
+
+
+def _density_data(train_source, val_source, config: JointTrainConfig, density: DensityLatents,
+                  limit_train: int | None):
+    """Training and validation records of a run with the density field: density sets (label folders with rho32,
+    CHGCAR folders, ChargeDIFF's layout) encoded once by the frozen VQ-VAE. With ``hold_out_from`` (a checkpoint
+    with a split by material, e.g. the VQ-VAE's own) its validation and test materials are never trained on and
+    its validation materials validate."""
+    split = held_out_materials(config.hold_out_from) if config.hold_out_from else None
+    train_records, train_ids, train_counts = density.load(
+        train_source, limit=limit_train, exclude=sorted({*split["val"], *split["test"]}) if split else ())
+    val_records, val_ids, val_counts = density.load(val_source, limit=config.max_val,
+                                                    only=split["val"] if split else None)
+    info = {"descriptor_label_sources": train_counts["sources"],
+            "density_counts": {"train": train_counts, "val": val_counts},
+            "held_out": {"from": str(config.hold_out_from), "val": split["val"], "test": split["test"]}
+            if split else None}
+    return train_records, train_ids, val_records, val_ids, info
+
+
 def _items(records, ids, elements, names, labels, with_specs=True):
     encoded = encode_records(records, elements)
     values, specs = condition_arrays(names, records, ids, elements, labels, with_specs=with_specs)
@@ -311,8 +355,11 @@ def train_joint_model(
     With ``config.descriptor_fields`` (e.g. ``{"bader_charge": 1.0}``) ``train_source`` and ``val_source`` are
     electronic label folders (:func:`~diffase.data.descriptor_records.load_descriptor_records`): files without
     the descriptors are skipped with a warning that counts them; a folder with none of them is an error.
+    With ``config.grid_fields`` (``{"density_latent": 1.0}``) they are density sets
+    (:class:`~diffase.train.density_labels.DensityLatents`: label folders with ``rho32``, CHGCAR folders, ChargeDIFF's
+    layout), encoded once by the frozen VQ-VAE ``config.density_vqvae``, which the checkpoint carries.
     ``config.init_from``: fine-tune a pretrained joint checkpoint (e.g. ``"joint-mp20"``): its element vocabulary,
-    network settings and weights; descriptor heads start fresh.
+    network settings and weights; descriptor heads and the probe branch start fresh.
     Re-running with the same ``out_dir`` resumes from its ``last.pt`` (model settings come from there).
     """
     config = config or JointTrainConfig()
@@ -321,8 +368,13 @@ def train_joint_model(
     descriptors = descriptor_fields(config.descriptor_fields)
     keys = [f.key for f in descriptors]
     descriptor_labels = DescriptorLabels(keys, config.dos_autoencoder)  # ados_latent: encoded site DOS
+    density = _density_labels(config, descriptors)  # density_latent: densities encoded by the frozen VQ-VAE
+    grids = grid_fields(config.grid_fields, {"density_latent": density.row_shape} if density else {})
     node_spec, data_info = None, {}
-    if config.node_condition is not None:
+    if density is not None:
+        train_records, train_ids, val_records, val_ids, data_info = _density_data(
+            train_source, val_source, config, density, limit_train)
+    elif config.node_condition is not None:
         train_records, train_ids, val_records, val_ids, node_spec, data_info = _site_dos_data(
             train_source, val_source, config, limit_train)
     elif keys or config.require_labels or config.label_folders:
@@ -346,12 +398,12 @@ def train_joint_model(
     val_items, _ = _items(val_records, val_ids, elements, config.conditions, labels, with_specs=False)
     state = read_resume_state(out_dir)
     weights = (config.weight_types, config.weight_coords, config.weight_lattice)
-    fields = FieldRegistry(structure_fields(len(elements), weights) + descriptors)
+    fields = FieldRegistry(structure_fields(len(elements), weights) + descriptors + grids)
     if state is not None:
         net_config = JointDenoiserConfig(**state["model_config"])
     elif pretrained is not None:
         net_config = _fine_tune_config(pretrained, model_config, specs, descriptor_row_shapes(fields),
-                                       node_spec["n_points"] if node_spec else 0)
+                                       node_spec["n_points"] if node_spec else 0, grid_row_shapes(fields))
     else:
         extra_config = dict(model_config or {})
         if node_spec is not None:
@@ -360,7 +412,8 @@ def train_joint_model(
                                  f"node_condition_points {node_spec['n_points']}; drop it")
             extra_config["node_cond_dim"] = node_spec["n_points"]
         net_config = JointDenoiserConfig(num_elements=len(elements), conditions=[s.to_dict() for s in specs],
-                                         node_fields=descriptor_row_shapes(fields), **extra_config)
+                                         node_fields=descriptor_row_shapes(fields),
+                                         grid_fields=grid_row_shapes(fields), **extra_config)
     torch.manual_seed(config.seed)  # the initial weights of a fresh run
     net = JointDenoiser(net_config)
     if pretrained is not None and state is None:
@@ -374,7 +427,8 @@ def train_joint_model(
     def checkpoint_fn(model, **extra):
         if node_spec is not None:
             extra = {"node_condition": node_spec, **extra}
-        return make_checkpoint(model, fields, elements, counts, **descriptor_labels.checkpoint_entries(), **extra)
+        frozen = {**descriptor_labels.checkpoint_entries(), **(density.checkpoint_entries() if density else {})}
+        return make_checkpoint(model, fields, elements, counts, **frozen, **extra)
 
     meta = {
         "data": str(train_source), "val_data": str(val_source), "labels": str(labels) if labels else None,

@@ -18,8 +18,8 @@ A recipe is a JSON object with these keys (all but ``model`` optional):
   ``labels``: label CSV of a conditional joint model;
 * ``model_config``: the network's settings (score: :class:`~diffase.nn.score_net.ScoreNetConfig` except
   ``avg_num_neighbors``, which is measured on the data; joint: :class:`~diffase.nn.joint_denoiser.JointDenoiserConfig`
-  except ``num_elements``, ``conditions`` and ``node_fields``, which come from the data, ``config.conditions`` and
-  ``config.descriptor_fields``);
+  except ``num_elements``, ``conditions``, ``node_fields`` and ``grid_fields``, which come from the data,
+  ``config.conditions``, ``config.descriptor_fields`` and ``config.grid_fields``);
 * ``process``: the score model's :class:`~diffase.diffusion.ve.VEProcess` settings (the joint model's
   fields and processes are :func:`~diffase.generators.joint_fields.joint_fields`: A/X/L plus
   ``config.descriptor_fields``, loss weights from ``config``);
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 #: Network settings a recipe must not give: the trainer sets them from the data.
-_FROM_DATA = {"score": {"avg_num_neighbors"}, "joint": {"num_elements", "conditions", "node_fields"},
+_FROM_DATA = {"score": {"avg_num_neighbors"}, "joint": {"num_elements", "conditions", "node_fields", "grid_fields"},
               "site-labels": {"avg_num_neighbors", "dos_points"}, "dos-autoencoder": {"dos_points", "e_min", "e_max"},
               "density": {"avg_num_neighbors", "avg_probe_neighbors"}, "vqvae": set(),
               "dos-regressor": {"num_elements", "node_fields"}}
