@@ -36,9 +36,11 @@ from site_label_predictor import (
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "descriptor_ablation"
 #: The models of the ablation in table order: (label, model name or path); the first is the control.
-MODELS = (("structure only", "runs/joint-structure-ablation/best.pt"), ("Bader charge", "joint-bader-mp20"),
-          ("atomic DOS latent", "joint-ados-mp20"), ("dummy scalar", "runs/joint-dummy-ablation/best.pt"))
+MODELS = (("structure only", "runs/joint-structure-ablation/ema-last.pt"), ("Bader charge", "joint-bader-mp20"),
+          ("atomic DOS latent", "joint-ados-mp20"), ("dummy scalar", "runs/joint-dummy-ablation/ema-last.pt"))
 METRICS = ("valid", "unique_novel", "sun", "vsun")
+#: Angstrom^3 per atom below which a sample counts as unstable without a relaxation (diamond has 5.7, Be 8.1).
+MIN_VOLUME_PER_ATOM = 3.0
 
 
 def settings(args) -> dict:
@@ -87,13 +89,15 @@ def evaluate_row(args) -> dict:
     hull = mp20_hull(reference, args.relax_steps)
 
     def e_above_hull(batch):
-        """E_hull of each structure, kept per sample index in stability.json as soon as it is known."""
+        """E_hull of each structure, kept per sample index in stability.json as soon as it is known; a cell denser
+        than MIN_VOLUME_PER_ATOM is unstable without a calculation (its MLIP graph takes minutes and gigabytes)."""
         todo = [s for s in batch if str(index[id(s)]) not in done]
         for s in todo:
-            value = hull([s])[0]
+            value = hull([s])[0] if s.volume / len(s) >= MIN_VOLUME_PER_ATOM else float("nan")
             done[str(index[id(s)])] = None if math.isnan(value) else value
             stability_file.write_text(json.dumps(done))
-        return [np.nan if done[str(index[id(s)])] is None else done[str(index[id(s)])] for s in batch]
+        return [np.nan if done[str(index[id(s)])] is None or s.volume / len(s) < MIN_VOLUME_PER_ATOM
+                else done[str(index[id(s)])] for s in batch]
 
     t0 = time.perf_counter()
     metrics = sun_metrics(structures, reference, e_above_hull=e_above_hull, seed=args.seed)
@@ -127,7 +131,7 @@ def pool_stability(pool: Path, hull) -> None:
     for a, s, good in zip(frames, structures, ok):
         key = str(int(a.info["sample"]))
         if key not in done:
-            value = hull([s])[0] if good else float("nan")
+            value = hull([s])[0] if good and s.volume / len(s) >= MIN_VOLUME_PER_ATOM else float("nan")
             done[key] = None if math.isnan(value) else value
             path.write_text(json.dumps(done))
 
@@ -161,7 +165,7 @@ def write_table() -> None:
             f"{first['settings']['guidance_scale']}")
         intro = (f"{first['n']} samples per model, {first['settings']['num_levels']} sampling levels, seed "
                  f"{first['settings']['seed']}; count / n (fraction), and the two-proportion z-test against the "
-                 "structure-only control (z, two-sided p).")
+                 "structure-only control (z, two-sided p; 'same' where both are 0 or 1).")
         lines += [f"## {about}", "", intro, "",
                   "| model | train step | " + " | ".join(METRICS) + " | stability evaluated |",
                   "| --- | --- | " + " | ".join("---" for _ in METRICS) + " | --- |"]
@@ -174,13 +178,14 @@ def write_table() -> None:
                 cell = f"{k}/{n} ({k / n:.3f})"
                 if control is not None and name != MODELS[0][1]:
                     z, p = two_proportion_z_test(k, n, control["counts"][m], control["n"])
-                    cell += f" z {z:+.2f}, p {p:.2f}"
+                    cell += " (same)" if math.isnan(z) else f" z {z:+.2f}, p {p:.2f}"
                 cells.append(cell)
             lines.append(f"| {label} | {r['train_step']} | " + " | ".join(cells) + f" | {r['n_stability_evaluated']} |")
         lines.append("")
     some = next(iter(rows.values()))
     lines += [f"Stability: CHGNet relaxation (FIRE, fmax 0.1 eV/A, <= {some['relax_steps']} steps) of every unique, "
-              "novel, structurally valid sample; E_hull against MP elemental references + CHGNet single points of "
+              f"novel, structurally valid sample (a cell below {MIN_VOLUME_PER_ATOM} A^3/atom counts as unstable "
+              "without one); E_hull against MP elemental references + CHGNet single points of "
               "the MP-20 train + validation crystals in the same chemical systems (optimistic: phases outside "
               "MP-20 are missing); stable = E_hull <= 0.1 eV/atom. valid = SMACT and structurally valid; "
               "unique_novel = unique among the samples and matching no MP-20 training crystal; sun = stable and "

@@ -1,14 +1,15 @@
 """Held-out check of a joint descriptor model: its descriptors for DFT-labelled materials it never saw.
 
-For each held-out test material of the model's split (``train.held_out.test`` in the checkpoint: the test split of
-the site-label predictor named by the recipe's ``hold_out_from``) with a DFT label in ``--labels``, the structure
+For each held-out material of the model's split (``train.held_out`` in the checkpoint: the test split, and with
+``--parts test val`` the validation one too, of the site-label predictor named by the recipe's ``hold_out_from``;
+no training crystal is among them) with a DFT label in ``--labels``, the structure
 is fixed (types, coordinates and lattice end exactly as given: ``JointModel.sample_from``) and the descriptor field
 alone is generated, ``--draws`` times with different seeds. Errors per site against the DFT label: Bader charge
 absolute error (e) and, for the atomic-DOS field, the decoded DOS's mean absolute error (states/eV) and
 Wasserstein distance (eV) on the label grid (:func:`diffase.predictors.metrics.site_errors`). Beside them the same
 errors of a structure-blind guess (the mean label of the site's element over the DFT training materials) and of
 the site-label predictor whose split is reused (``site-labels-mp20``, which wrote the models' predicted training
-labels and never saw these materials either): a joint model trained on its labels can at best match it.
+labels and was never trained on these materials either): a joint model trained on its labels can at best match it.
 This measures the descriptor head given the true structure; de novo generation is measured by
 ``benchmarks/joint_descriptor_gpaw.py`` (GPAW recompute of generated crystals).
 
@@ -48,6 +49,9 @@ def main() -> None:
     p.add_argument("--draws", type=int, default=4, help="generations per material (seeds 0..draws-1)")
     p.add_argument("--levels", type=int, default=100)
     p.add_argument("--surrogate", default="site-labels-mp20", help="site-label predictor to compare with")
+    p.add_argument("--parts", nargs="+", choices=("test", "val"), default=["test"],
+                   help="held-out parts to evaluate; add val when the validation materials chose nothing (weights "
+                        "taken at the last step)")
     args = p.parse_args()
     torch.set_num_threads(1)
 
@@ -69,7 +73,8 @@ def main() -> None:
     never = {*held["test"], *held.get("val", [])}
     labels = [read_label(f) for f in ElectronicDataset(args.labels).files]
     labels = [dict(lab, numbers=np.asarray(label_structure(lab).atomic_numbers)) for lab in labels]
-    tests = [lab for lab in labels if lab["material_id"] in set(held["test"])
+    wanted = {mid for part in args.parts for mid in held.get(part, [])}
+    tests = [lab for lab in labels if lab["material_id"] in wanted
              and set(lab["numbers"].tolist()) <= set(model.elements)]
     train_labels = [lab for lab in labels if lab["material_id"] not in never]
     bader = "bader_charge" in model.descriptor_keys
@@ -79,7 +84,7 @@ def main() -> None:
         train_labels = [lab for lab in train_labels if np.isfinite(lab["bader"]).all()]
     means = element_means(train_labels, key)
     tests = [lab for lab in tests if all(int(z) in means for z in lab["numbers"])]
-    print(f"machine: {machine()}; model {args.model}; {len(tests)} held-out test materials; "
+    print(f"machine: {machine()}; model {args.model}; {len(tests)} held-out materials ({'+'.join(args.parts)}); "
           f"{len(train_labels)} DFT training labels for the per-element means")
     grid = np.asarray(labels[0]["dos_grid"], dtype=np.float64)
     t0 = time.perf_counter()
@@ -107,11 +112,11 @@ def main() -> None:
         elements += [str(s.specie) for s in structure]
     wall = time.perf_counter() - t0
 
-    summary = {"model": args.model, "train_step": train_meta.get("step"), "n_materials": len(tests),
+    summary = {"model": args.model, "train_step": train_meta.get("step"), "parts": args.parts, "n_materials": len(tests),
                "n_sites": len(elements), "draws": args.draws, "levels": args.levels,
                "materials": [lab["material_id"] for lab in tests], "wall_s": round(wall, 1), "machine": machine()}
     metrics = ("bader_abs_error",) if bader else ("dos_mae", "dos_wasserstein")
-    intro = (f"{len(tests)} held-out test materials ({len(elements)} sites) with DFT labels, {args.draws} draws each "
+    intro = (f"{len(tests)} held-out materials ({' + '.join(args.parts)} split) ({len(elements)} sites) with DFT labels, {args.draws} draws each "
              f"({args.levels} sampling levels), against the DFT labels; the structure-blind guess is the element's "
              f"mean over {len(train_labels)} DFT training labels. {wall:.0f} s. Machine: {machine()}; no GPU.")
     lines = [f"# Held-out descriptors of {Path(args.model).stem}: structure fixed, descriptor generated", "", intro, "",

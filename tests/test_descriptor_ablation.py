@@ -137,3 +137,20 @@ def test_two_proportion_z_test_matches_the_textbook_values():
     assert all(np.isnan(two_proportion_z_test(0, 10, 0, 20)))
     with pytest.raises(ValueError):
         two_proportion_z_test(11, 10, 0, 10)
+
+
+def test_the_shipped_descriptor_models_give_descriptors_for_a_fixed_structure():
+    """joint-bader-mp20 / joint-ados-mp20 with the structure fixed: neutral charges, cation positive in MgO; a
+    decoded non-negative DOS on the autoencoder's 512 points per site."""
+    from pymatgen.core import Lattice, Structure
+
+    from diffase.generators import load_model
+
+    mgo = Structure(Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    bader = load_model("joint-bader-mp20", device="cpu")
+    [rec] = next(bader.sample_from([mgo], fix_lattice=True, fix_types=True, fix_coords=True, num_levels=10, seed=0))
+    assert abs(rec["bader_charge"].sum()) < 1e-5 and rec["bader_charge"][0] > 0.2
+    ados = load_model("joint-ados-mp20", device="cpu")
+    [rec] = next(ados.sample_from([mgo], fix_lattice=True, fix_types=True, fix_coords=True, num_levels=10, seed=0))
+    assert rec["atomic_dos"].shape == (2, 512) and (rec["atomic_dos"] >= 0).all()
+    assert np.abs(rec["ados_latent"]).max() <= 1.0
