@@ -154,3 +154,20 @@ def test_the_shipped_descriptor_models_give_descriptors_for_a_fixed_structure():
     [rec] = next(ados.sample_from([mgo], fix_lattice=True, fix_types=True, fix_coords=True, num_levels=10, seed=0))
     assert rec["atomic_dos"].shape == (2, 512) and (rec["atomic_dos"] >= 0).all()
     assert np.abs(rec["ados_latent"]).max() <= 1.0
+
+
+def test_a_label_keeps_the_site_order_of_its_cif_rows(shared_data):
+    """Per-site arrays follow the CIF rows; a CIF whose rows are not grouped by element keeps its order (pymatgen's
+    CIF parser alone regroups them, pairing the arrays with the wrong atoms)."""
+    from pymatgen.core import Structure
+    from pymatgen.io.cif import CifWriter
+
+    from diffase.data.electronic.dataset import label_structure
+
+    grouped = label_structure(read_label(shared_data / "electronic" / V2B))
+    order = [0, len(grouped) - 1] + list(range(1, len(grouped) - 1))  # interleave the elements
+    mixed = Structure(grouped.lattice, [grouped[i].specie for i in order], [grouped[i].frac_coords for i in order])
+    again = label_structure({"cif": str(CifWriter(mixed))})
+    assert [s.specie for s in again] == [s.specie for s in mixed]
+    assert np.allclose(again.frac_coords, mixed.frac_coords % 1.0, atol=1e-5)
+    assert [s.specie for s in Structure.from_str(str(CifWriter(mixed)), fmt="cif")] != [s.specie for s in mixed]

@@ -111,10 +111,18 @@ def require_dft(label: dict[str, Any], role: str) -> dict[str, Any]:
 
 
 def label_structure(label: dict[str, Any]) -> Structure:
-    """The pymatgen ``Structure`` of a label (sites in the order of its per-site arrays)."""
+    """The pymatgen ``Structure`` of a label, sites in the order of its per-site arrays: the rows of its P1 CIF as
+    written (ASE's CIF reader keeps them; pymatgen's regroups sites by element, which would pair the arrays of a
+    structure whose sites are not grouped so with the wrong atoms)."""
+    import io
+
+    from ase.io import read
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # CIF rounding chatter
-        return Structure.from_str(label["cif"], fmt="cif")
+        grouped = Structure.from_str(str(label["cif"]), fmt="cif")  # its lattice: pymatgen's Cartesian frame
+        rows = read(io.StringIO(str(label["cif"])), format="cif")
+    return Structure(grouped.lattice, rows.get_chemical_symbols(), rows.get_scaled_positions(wrap=True))
 
 
 def write_index(folder: str | Path) -> Path:
