@@ -82,25 +82,14 @@ def evaluate_row(args) -> dict:
     structures = [AseAtomsAdaptor.get_structure(a) for a in frames] + [None] * res["invalid"]
     index = {id(s): int(a.info["sample"]) for s, a in zip(structures, frames)}
 
-    stability_file = out / "stability.json"
-    done = json.loads(stability_file.read_text()) if stability_file.exists() else {}
     train, _ = load_records(ROOT.parent / "shared" / "data" / "mp20" / "train.csv.gz")
     reference = [record_to_structure(r) for r in train]
     hull = mp20_hull(reference, args.relax_steps)
-
-    def e_above_hull(batch):
-        """E_hull of each structure, kept per sample index in stability.json as soon as it is known; a cell denser
-        than MIN_VOLUME_PER_ATOM is unstable without a calculation (its MLIP graph takes minutes and gigabytes)."""
-        todo = [s for s in batch if str(index[id(s)]) not in done]
-        for s in todo:
-            value = hull([s])[0] if s.volume / len(s) >= MIN_VOLUME_PER_ATOM else float("nan")
-            done[str(index[id(s)])] = None if math.isnan(value) else value
-            stability_file.write_text(json.dumps(done))
-        return [np.nan if done[str(index[id(s)])] is None or s.volume / len(s) < MIN_VOLUME_PER_ATOM
-                else done[str(index[id(s)])] for s in batch]
+    stability = cached_e_above_hull(hull, out / "stability.json")
 
     t0 = time.perf_counter()
-    metrics = sun_metrics(structures, reference, e_above_hull=e_above_hull, seed=args.seed)
+    metrics = sun_metrics(structures, reference, e_above_hull=lambda batch: stability(
+        batch, [index[id(s)] for s in batch]), seed=args.seed)
     t_eval = time.perf_counter() - t0
     masks = metrics["masks"]
     row = {"model": args.model, "setting": args.setting, "settings": settings(args), "n": metrics["n"],
@@ -115,25 +104,39 @@ def evaluate_row(args) -> dict:
     return row
 
 
+def cached_e_above_hull(hull, path: Path):
+    """``stability(structures, samples, skip=None)``: E_hull (eV/atom, NaN where not computed) of each structure
+    through ``hull``, kept in the JSON ``path`` by ``sample`` index as soon as it is known (null for NaN) and read
+    from there on a re-run; a structure marked in ``skip``, or a cell denser than MIN_VOLUME_PER_ATOM, gets NaN
+    without a calculation (such a cell's MLIP graph takes minutes and gigabytes)."""
+    done = json.loads(path.read_text()) if path.exists() else {}
+
+    def stability(structures, samples, skip=None):
+        for s, sample, skipped in zip(structures, samples, skip if skip is not None else [False] * len(structures)):
+            key = str(int(sample))
+            if key not in done:
+                value = hull([s])[0] if not skipped and s.volume / len(s) >= MIN_VOLUME_PER_ATOM else float("nan")
+                done[key] = None if math.isnan(value) else value
+                path.write_text(json.dumps(done))
+        return [np.nan if done[str(int(i))] is None or s.volume / len(s) < MIN_VOLUME_PER_ATOM
+                else done[str(int(i))] for s, i in zip(structures, samples)]
+
+    return stability
+
+
 def pool_stability(pool: Path, hull) -> None:
-    """E_hull (eV/atom; null where not computed: structurally invalid, or the relaxation failed) of each GPAW-pool
-    sample by its ``sample`` index, in ``gpaw_pool.stability.json``, kept as each is known."""
+    """E_hull of each GPAW-pool sample by its ``sample`` index, in ``gpaw_pool.stability.json``
+    (:func:`cached_e_above_hull`; null for a structurally invalid sample, not evaluated)."""
     from ase.io import read
     from pymatgen.io.ase import AseAtomsAdaptor
 
     from diffase.analysis.validity import validity
 
-    path = pool.with_name("gpaw_pool.stability.json")
-    done = json.loads(path.read_text()) if path.exists() else {}
     frames = read(str(pool), index=":")
     structures = [AseAtomsAdaptor.get_structure(a) for a in frames]
-    ok = validity(structures)["structure"]
-    for a, s, good in zip(frames, structures, ok):
-        key = str(int(a.info["sample"]))
-        if key not in done:
-            value = hull([s])[0] if good and s.volume / len(s) >= MIN_VOLUME_PER_ATOM else float("nan")
-            done[key] = None if math.isnan(value) else value
-            path.write_text(json.dumps(done))
+    valid = validity(structures)["structure"]
+    cached_e_above_hull(hull, pool.with_name("gpaw_pool.stability.json"))(
+        structures, [a.info["sample"] for a in frames], skip=~valid)
 
 
 def write_gpaw_pool(model, args) -> None:

@@ -224,6 +224,25 @@ def held_out_materials(predictor: str | Path) -> dict[str, list[str]]:
     return {part: list(split.get(part, [])) for part in ("train", "val", "test")}
 
 
+def _folders(source) -> list:
+    """A data source given as one label folder or several, as a list."""
+    return [source] if isinstance(source, (str, Path)) else list(source)
+
+
+def _warn_predicted(sources: dict, n_train: int, what: str) -> None:
+    """Warn when some of the ``n_train`` training labels (``sources``: label source -> count) were predicted."""
+    predicted = {k: v for k, v in sources.items() if k != "dft"}
+    if predicted:
+        warnings.warn(f"{sum(predicted.values())} of the {n_train} training {what} were predicted ({predicted}), not "
+                      f"computed with DFT ({sources.get('dft', 0)}); say so wherever the model is described",
+                      stacklevel=4)
+
+
+def _held_out_info(config: JointTrainConfig, split: dict | None) -> dict | None:
+    """The checkpoint's record of the materials held out by ``hold_out_from`` (None without a split)."""
+    return {"from": str(config.hold_out_from), "val": split["val"], "test": split["test"]} if split else None
+
+
 def _site_dos_data(train_source, val_source, config: JointTrainConfig, limit_train: int | None):
     """Training and validation records with the site DOS as ``node_cond``, the node-condition spec and the
     counts stored in the checkpoint (label sources, skipped, held out)."""
@@ -238,12 +257,10 @@ def _site_dos_data(train_source, val_source, config: JointTrainConfig, limit_tra
                          transform=config.node_condition_transform)
     split = held_out_materials(config.hold_out_from) if config.hold_out_from else None
     never = sorted({*split["val"], *split["test"]}) if split else []
-    folders = [train_source] if isinstance(train_source, (str, Path)) else list(train_source)
-    folders += list(config.label_folders)
+    folders = _folders(train_source) + list(config.label_folders)
     train_records, train_ids, train_counts = load_site_dos_records(folders, spec, exclude=never, limit=limit_train)
-    val_folders = [val_source] if isinstance(val_source, (str, Path)) else list(val_source)
     val_records, val_ids, val_counts = load_site_dos_records(
-        val_folders, spec, only=split["val"] if split else None, limit=config.max_val)
+        _folders(val_source), spec, only=split["val"] if split else None, limit=config.max_val)
     sigmas = sorted({round(r["dos_sigma"], 6) for r in train_records if r["label_source"] == "dft"})
     if len(sigmas) > 1:
         warnings.warn(f"the DFT labels are smeared with different widths {sigmas} eV; the checkpoint records the "
@@ -251,16 +268,10 @@ def _site_dos_data(train_source, val_source, config: JointTrainConfig, limit_tra
     dft = [r["dos_sigma"] for r in train_records if r["label_source"] == "dft"] or \
           [r["dos_sigma"] for r in train_records]
     spec["sigma_eV"] = float(np.median(dft))
-    sources = train_counts["sources"]
-    predicted = {k: v for k, v in sources.items() if k != "dft"}
-    if predicted:
-        warnings.warn(f"{sum(predicted.values())} of the {len(train_records)} training site DOS were predicted "
-                      f"({predicted}), not computed with DFT ({sources.get('dft', 0)}); say so wherever the model "
-                      "is described", stacklevel=3)
-    info = {"node_condition_label_sources": sources, "node_condition_counts": {"train": train_counts,
-                                                                                "val": val_counts},
-            "held_out": {"from": str(config.hold_out_from), "val": split["val"], "test": split["test"]}
-            if split else None}
+    _warn_predicted(train_counts["sources"], len(train_records), "site DOS")
+    info = {"node_condition_label_sources": train_counts["sources"],
+            "node_condition_counts": {"train": train_counts, "val": val_counts},
+            "held_out": _held_out_info(config, split)}
     return train_records, train_ids, val_records, val_ids, spec, info
 
 
@@ -269,30 +280,23 @@ def _descriptor_data(train_source, val_source, config: JointTrainConfig, descrip
     """Training and validation records of a run on label folders (descriptor fields, or a structure-only model
     on the same crystals through ``require_labels``) and the counts stored in the checkpoint."""
     split = held_out_materials(config.hold_out_from) if config.hold_out_from else None
-    folders = [train_source] if isinstance(train_source, (str, Path)) else list(train_source)
-    val_folders = [val_source] if isinstance(val_source, (str, Path)) else list(val_source)
     select = {"require": config.require_labels}
     train_records, train_ids, train_counts = descriptor_labels.load(
-        folders + list(config.label_folders), **select, limit=limit_train,
+        _folders(train_source) + list(config.label_folders), **select, limit=limit_train,
         exclude=sorted({*split["val"], *split["test"]}) if split else ())
     val_records, val_ids, val_counts = descriptor_labels.load(
-        val_folders + list(config.val_label_folders), **select, limit=config.max_val,
+        _folders(val_source) + list(config.val_label_folders), **select, limit=config.max_val,
         exclude=sorted({*train_ids, *split["test"]}) if split else ())
-    sources = train_counts["sources"]
-    predicted = {k: v for k, v in sources.items() if k != "dft"}
-    if predicted:
-        warnings.warn(f"{sum(predicted.values())} of the {len(train_records)} training labels were predicted "
-                      f"({predicted}), not computed with DFT; say so wherever the model is described", stacklevel=3)
+    _warn_predicted(train_counts["sources"], len(train_records), "labels")
     if train_counts["skipped"] or val_counts["skipped"]:
         wanted = ", ".join(dict.fromkeys([*descriptor_labels.keys, *config.require_labels]))
         warnings.warn(f"skipped {train_counts['skipped']} training and {val_counts['skipped']} validation label "
                       f"files without {wanted} at every site (version-1 labels carry no Bader charges); training on "
                       f"{len(train_records)}, validating on {len(val_records)}", stacklevel=3)
-    info = {"descriptor_label_sources": sources,
+    info = {"descriptor_label_sources": train_counts["sources"],
             "skipped_without_descriptors": {"train": train_counts["skipped"], "val": val_counts["skipped"]},
             "label_counts": {"train": train_counts, "val": val_counts},
-            "held_out": {"from": str(config.hold_out_from), "val": split["val"], "test": split["test"]}
-            if split else None}
+            "held_out": _held_out_info(config, split)}
     return train_records, train_ids, val_records, val_ids, info
 
 
@@ -324,8 +328,7 @@ def _density_data(train_source, val_source, config: JointTrainConfig, density: D
                                                     only=split["val"] if split else None)
     info = {"descriptor_label_sources": train_counts["sources"],
             "density_counts": {"train": train_counts, "val": val_counts},
-            "held_out": {"from": str(config.hold_out_from), "val": split["val"], "test": split["test"]}
-            if split else None}
+            "held_out": _held_out_info(config, split)}
     return train_records, train_ids, val_records, val_ids, info
 
 
