@@ -38,6 +38,7 @@ from pymatgen.core import Element
 from diffase.data import fields as F
 from diffase.data.batch import collate, split, to_device
 from diffase.data.electronic.density import grid_in_cell, write_record_chgcar
+from diffase.data.element_groups import groups_vector
 from diffase.data.structures import (
     check_elements,
     record_to_structure,
@@ -47,7 +48,7 @@ from diffase.data.structures import (
 from diffase.diffusion.field_registry import FieldRegistry
 from diffase.diffusion.guidance import classifier_guided_score_fn, guided_score_fn
 from diffase.diffusion.sampler import sample
-from diffase.diffusion.schedules import monotone_schedule
+from diffase.diffusion.schedules import monotone_schedule, repaint_schedule
 from diffase.generators.descriptor_decoding import decode_descriptors, decoder_entries
 from diffase.generators.dos_regressor import check_compatible, load_dos_regressor
 from diffase.generators.joint_fields import (
@@ -115,6 +116,18 @@ def make_checkpoint(net: JointDenoiser, fields: FieldRegistry, elements: Sequenc
     }
 
 
+def sampling_schedule(num_levels: int, resample: tuple[int, int] | None = None) -> list[int]:
+    """Levels from ``num_levels - 1`` down to -1: one pass (``resample`` None) or RePaint's schedule of
+    ``resample = (jump_length, n_resample)`` (:func:`~diffase.diffusion.schedules.repaint_schedule`)."""
+    if resample is None:
+        return monotone_schedule(num_levels)
+    jump_length, n_resample = (int(v) for v in resample)
+    if n_resample > 1 and not 1 <= jump_length < num_levels:
+        raise ValueError(f"RePaint resampling needs 1 <= jump_length < the {num_levels} levels sampled, got "
+                         f"resample={tuple(resample)}; shorten the jump or sample more levels (num_levels)")
+    return repaint_schedule(num_levels, jump_length, n_resample)
+
+
 class JointModel:
     """A joint denoiser, its generated fields, element vocabulary and atom-count distribution, on one device."""
 
@@ -175,8 +188,9 @@ class JointModel:
     # --- conditions -----------------------------------------------------------------------------------
     def condition_values(self, conditions: dict, n: int) -> dict[str, np.ndarray]:
         """Per-crystal arrays for user conditions: a number (scalar), a class index (categorical; a space
-        group by its international number), or a chemical system ``"Li-Fe-O"`` / element list (multi-hot over
-        the model's elements)."""
+        group by its international number), a chemical system ``"Li-Fe-O"`` / element list (multi-hot over
+        the model's elements), or for ``chemsys_groups`` names of ChargeDIFF's element groups (``["tm3d",
+        "oxide"]``, :data:`~diffase.data.element_groups.GROUP_NAMES`)."""
         specs = self.condition_specs
         out = {}
         for name, value in conditions.items():
@@ -185,7 +199,9 @@ class JointModel:
                 raise ValueError(f"this model was not trained with condition {name!r}; its conditions: {known}. "
                                  "Use a checkpoint trained with it, or drop the condition.")
             spec = specs[name]
-            if spec.kind == "multi_hot":
+            if name == "chemsys_groups":
+                out[name] = np.tile(groups_vector(value), (n, 1))
+            elif spec.kind == "multi_hot":
                 symbols = value.split("-") if isinstance(value, str) else list(value)
                 zs = [Element(s).Z for s in symbols]
                 check_elements([{F.ATOMIC_NUMBERS: np.array(zs)}], set(self.elements))
@@ -240,13 +256,14 @@ class JointModel:
         for rec, values in zip(parts, decoded, strict=True):
             cell = rec[F.CELL].astype(np.float64)
             frac = rec[F.FRAC_COORDS].astype(np.float64)
-            if np.linalg.det(cell) < 0:  # same crystal, right-handed basis: L -> -L, f -> -f, grids follow
+            flipped = bool(np.linalg.det(cell) < 0)
+            if flipped:  # same crystal, right-handed basis: L -> -L, f -> -f, grids follow
                 values.update({k: grid_in_cell(v, cell, -cell) for k, v in values.items() if k in F.GRID_FIELDS})
                 cell, frac = -cell, -frac
             frac = np.mod(frac, 1.0)
             z, valid = decode_tokens(rec[F.TYPE_TOKENS], self.elements)
             records.append({F.ATOMIC_NUMBERS: z, F.FRAC_COORDS: frac, F.POSITIONS: frac @ cell, F.CELL: cell,
-                            "valid": valid, **values})
+                            "valid": valid, "cell_flipped": flipped, **values})
         return records
 
     def _check_guidance(self, conditions, guidance_scale) -> float:
@@ -260,7 +277,7 @@ class JointModel:
                node_conditions: Sequence | None = None, guidance_scale: float | None = None, batch_size: int = 64,
                num_levels: int | None = None, n_corrector: int = 1, seed: int | None = None, progress: bool = False,
                start_batch: int = 0, classifier=None, classifier_scale: float = 1.0,
-               known_grids: dict | None = None) -> Iterator[list[dict]]:
+               known_grids: dict | None = None, resample: tuple[int, int] | None = None) -> Iterator[list[dict]]:
         """Generate ``n`` crystals, yielding one list of records per batch of ``batch_size``.
 
         ``num_atoms``: one count for all, a list of n counts, or None (drawn from the training distribution).
@@ -279,7 +296,11 @@ class JointModel:
         e.g. from :meth:`~diffase.nn.vqvae3d.DensityVQVAE.encode_field`), the same for every crystal: the loop's
         ``known`` mechanism keeps those voxels on the given values noised to each level, exactly the given values
         at the end (in the sampled cell; a crystal whose cell is flipped to right-handed gets its grids flipped too,
-        voxel m -> -m).
+        voxel m -> -m, and ``cell_flipped`` True in its record).
+        ``resample``: ``(jump_length, n_resample)`` turns on RePaint resampling
+        (:func:`~diffase.diffusion.schedules.repaint_schedule`: every ``jump_length`` levels the loop re-noises
+        ``jump_length`` levels and denoises again, ``n_resample - 1`` times), which lets the generated parts agree
+        with the known ones (``known_grids``); None: one pass down.
         """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
@@ -300,7 +321,7 @@ class JointModel:
             node_values = self._node_condition_arrays(
                 node_conditions, [{F.ATOMIC_NUMBERS: np.zeros(c, dtype=np.int64)} for c in counts], regressor)
         fields = self.fields.respaced(num_levels)
-        schedule = monotone_schedule(fields.num_levels)
+        schedule = sampling_schedule(fields.num_levels, resample)
         for b, lo in enumerate(range(0, n, batch_size)):
             if b < start_batch:
                 continue
@@ -310,11 +331,7 @@ class JointModel:
             if node_values is not None:
                 for rec, values in zip(chunk, node_values[lo : lo + batch_size], strict=True):
                     rec[F.NODE_COND] = values
-            masks = {}
-            for key, (mask, values) in known_grids.items():
-                for rec in chunk:
-                    rec[key] = values
-                masks[key] = torch.as_tensor(np.stack([mask] * len(chunk)))
+            masks = self._add_known_grids(chunk, known_grids)
             conds = self.condition_values(conditions, len(chunk)) if conditions else None
             yield self._run(chunk, conds, scale, fields, schedule, masks, (), n_corrector,
                             self._batch_generator(seed, b), progress,
@@ -325,7 +342,8 @@ class JointModel:
                     conditions: dict | None = None, node_conditions: Sequence | None = None,
                     guidance_scale: float | None = None, batch_size: int = 64,
                     num_levels: int | None = None, n_corrector: int = 1, seed: int | None = None,
-                    progress: bool = False, classifier=None, classifier_scale: float = 1.0) -> Iterator[list[dict]]:
+                    progress: bool = False, classifier=None, classifier_scale: float = 1.0,
+                    known_grids: dict | None = None, resample: tuple[int, int] | None = None) -> Iterator[list[dict]]:
         """Generate from given crystals (``Structure``/``Atoms``), each taken in its Niggli-reduced cell (same
         crystal, same site order: the cell the model was trained on, whatever cell the input uses).
 
@@ -342,12 +360,15 @@ class JointModel:
         guidance towards ``node_conditions`` with strength ``classifier_scale`` (0 = off, exactly unguided); it
         also guides a model without per-atom conditions (joint-mp20), whose ``node_conditions`` then follow the
         classifier's grid.
+        ``known_grids`` / ``resample``: grid inpainting and RePaint resampling as in :meth:`sample` (a grid field
+        starts from its prior, not from the input, whatever ``t_start``).
         """
         if t_start is None and not (fix_lattice or fix_types is not None or fix_coords is not None):
             raise ValueError("sample_from needs t_start (template) and/or fixed fields; use sample() for de novo")
         if t_start is not None and not 0 < t_start <= 1:
             raise ValueError(f"t_start must be in (0, 1], got {t_start}")
         scale = self._check_guidance(conditions or node_conditions is not None, guidance_scale)
+        known_grids = self._known_grid_arrays(known_grids)
         regressor = self._classifier(classifier, node_conditions)
         records = encode_records([structure_to_record(to_structure(s, name=f"structure {i}").get_reduced_structure())
                                   for i, s in enumerate(structures)], self.elements)
@@ -358,11 +379,11 @@ class JointModel:
         fields = self.fields.respaced(num_levels)
         n_lev = fields.num_levels
         start = n_lev - 1 if t_start is None else max(0, round(t_start * n_lev) - 1)
-        schedule = list(range(start, -2, -1))
+        schedule = sampling_schedule(start + 1, resample)
         fixes = {F.TYPE_TOKENS: fix_types, F.FRAC_COORDS: fix_coords}
         for b, lo in enumerate(range(0, len(records), batch_size)):
             chunk = records[lo : lo + batch_size]
-            masks = {}
+            masks = self._add_known_grids(chunk, known_grids)
             for key, fix in fixes.items():
                 if fix is None or fix is False:
                     continue
@@ -449,6 +470,17 @@ class JointModel:
                 raise ValueError(f"known_grids[{key!r}]: the given values are not finite")
             out[key] = (mask, values)
         return out
+
+    @staticmethod
+    def _add_known_grids(chunk: list[dict], known_grids: dict) -> dict[str, torch.Tensor]:
+        """Put each checked known grid's values into every record of ``chunk``; return the loop's masks
+        ``{key: (B, n, n, n) bool}``."""
+        masks = {}
+        for key, (mask, values) in known_grids.items():
+            for rec in chunk:
+                rec[key] = values
+            masks[key] = torch.as_tensor(np.stack([mask] * len(chunk)))
+        return masks
 
     def _classifier(self, classifier, node_conditions):
         """The DOS regressor of classifier guidance, checked against this model (vocabulary, DOS grid); None if

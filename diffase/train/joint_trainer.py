@@ -14,7 +14,7 @@ missing is always unconditional for that condition.
 
 Conditions come from label columns (band gap, formation energy, energy above hull, joined by
 ``material_id``) or are computed from the structure (:data:`COMPUTED_CONDITIONS`: density, space group,
-chemical system). The loop itself (EMA, checkpoints, resume, time box) is :func:`diffase.train.loop.train_loop`.
+chemical system as elements or as ChargeDIFF's 17 element groups, :mod:`diffase.data.element_groups`). The loop itself (EMA, checkpoints, resume, time box) is :func:`diffase.train.loop.train_loop`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pymatgen.core import Element
 from diffase.data import fields as F
 from diffase.data.batch import to_device
 from diffase.data.dataset import load_records
+from diffase.data.element_groups import GROUP_NAMES, element_groups
 from diffase.data.structures import record_to_structure
 from diffase.diffusion.field_registry import FieldRegistry
 from diffase.diffusion.guidance import training_dropout
@@ -57,7 +58,8 @@ from diffase.train.descriptor_labels import DescriptorLabels
 from diffase.train.loop import LoopConfig, hardware_info, read_resume_state, train_loop
 
 #: Conditions computed from the structure itself, with their kind.
-COMPUTED_CONDITIONS = {"density": "scalar", "space_group": "categorical", "chemical_system": "multi_hot"}
+COMPUTED_CONDITIONS = {"density": "scalar", "space_group": "categorical", "chemical_system": "multi_hot",
+                       "chemsys_groups": "multi_hot"}
 
 
 @dataclass
@@ -81,7 +83,7 @@ class JointTrainConfig(LoopConfig):
     node_condition_e_max: float = 10.0
     node_condition_transform: str = "log1p"  #: what the network sees of a DOS row (stored in the checkpoint)
     label_folders: list = field(default_factory=list)  #: more label folders to train on (e.g. predicted labels)
-    val_label_folders: list = field(default_factory=list)  #: more label folders to validate on (descriptor runs)
+    val_label_folders: list = field(default_factory=list)  #: more label folders to validate on (descriptor, density runs)
     #: per-site labels every training and validation crystal must carry, whether or not a field generates them
     #: (descriptor runs): the models of an ablation then see the very same crystals
     require_labels: list = field(default_factory=list)
@@ -94,6 +96,9 @@ class JointTrainConfig(LoopConfig):
     #: VQ-VAE, whose split by material it then follows)
     grid_fields: dict = field(default_factory=dict)
     density_vqvae: str | None = "vqvae-density"  #: frozen density VQ-VAE encoding the density_latent labels
+    #: read the crystals as density sets (as a run with the density field does) without generating the density:
+    #: a structure-only control trained on exactly the crystals of an A/X/L/C run
+    density_crystals: bool = False
 
 
 def computed_condition(name: str, record: dict, elements: Sequence[int]) -> np.ndarray:
@@ -102,6 +107,8 @@ def computed_condition(name: str, record: dict, elements: Sequence[int]) -> np.n
         vec = np.zeros(len(elements))
         vec[[list(elements).index(int(z)) for z in set(record[F.ATOMIC_NUMBERS].tolist())]] = 1.0
         return vec
+    if name == "chemsys_groups":
+        return element_groups(record[F.ATOMIC_NUMBERS])
     structure = record_to_structure(record)
     if name == "density":
         return np.array(float(structure.density))
@@ -137,7 +144,8 @@ def condition_arrays(names: Sequence[str], records: Sequence[dict], ids: Sequenc
             specs.append(ConditionSpec(name, "scalar", 1, float(known.mean()), float(known.std() or 1.0)))
         else:
             # space groups are classes by international number 1..230 (class 0 unused), as users give them
-            specs.append(ConditionSpec(name, kind, 231 if name == "space_group" else len(elements)))
+            dims = {"space_group": 231, "chemsys_groups": len(GROUP_NAMES)}
+            specs.append(ConditionSpec(name, kind, dims.get(name, len(elements))))
     return values, specs
 
 
@@ -301,13 +309,14 @@ def _descriptor_data(train_source, val_source, config: JointTrainConfig, descrip
 
 
 def _density_labels(config: JointTrainConfig, descriptors: list) -> DensityLatents | None:
-    """The frozen VQ-VAE's labels of a run generating the charge-density latent (None otherwise)."""
-    if not config.grid_fields:
+    """The frozen VQ-VAE's labels of a run generating the charge-density latent or reading its crystals
+    (``density_crystals``; None otherwise)."""
+    if not config.grid_fields and not config.density_crystals:
         return None
     if descriptors or config.node_condition is not None:
         raise ValueError("a run with grid_fields generates the structure and the density latent only; drop "
                          "descriptor_fields / node_condition (densities and per-site labels are not joined yet)")
-    if "density_latent" not in config.grid_fields:
+    if config.grid_fields and "density_latent" not in config.grid_fields:
         return None  # grid_fields() names the unknown field
     if config.density_vqvae is None:
         raise ValueError("the density_latent field needs a frozen density VQ-VAE: set density_vqvae (e.g. "
@@ -320,12 +329,22 @@ def _density_data(train_source, val_source, config: JointTrainConfig, density: D
     """Training and validation records of a run with the density field: density sets (label folders with rho32,
     CHGCAR folders, ChargeDIFF's layout) encoded once by the frozen VQ-VAE. With ``hold_out_from`` (a checkpoint
     with a split by material, e.g. the VQ-VAE's own) its validation and test materials are never trained on and
-    its validation materials validate."""
+    its validation materials validate. ``label_folders`` / ``val_label_folders`` add more density sets (e.g.
+    densities predicted by density-mp20: counted by source, warned about)."""
     split = held_out_materials(config.hold_out_from) if config.hold_out_from else None
     train_records, train_ids, train_counts = density.load(
-        train_source, limit=limit_train, exclude=sorted({*split["val"], *split["test"]}) if split else ())
-    val_records, val_ids, val_counts = density.load(val_source, limit=config.max_val,
-                                                    only=split["val"] if split else None)
+        _folders(train_source) + list(config.label_folders), limit=limit_train,
+        exclude=sorted({*split["val"], *split["test"]}) if split else ())
+    val_records, val_ids, val_counts = density.load(
+        _folders(val_source), limit=config.max_val, only=split["val"] if split else None)
+    room = None if config.max_val is None else config.max_val - len(val_records)
+    if config.val_label_folders and (room is None or room > 0):  # never a training or a held-out test crystal
+        more, more_ids, more_counts = density.load(
+            config.val_label_folders, limit=room,
+            exclude=sorted({*train_ids, *val_ids, *(split["test"] if split else ())}))
+        val_records, val_ids = val_records + more, val_ids + more_ids
+        val_counts = {"first": val_counts, "more": more_counts}
+    _warn_predicted(train_counts["sources"], len(train_records), "densities")
     info = {"descriptor_label_sources": train_counts["sources"],
             "density_counts": {"train": train_counts, "val": val_counts},
             "held_out": _held_out_info(config, split)}
@@ -373,6 +392,7 @@ def train_joint_model(
     descriptor_labels = DescriptorLabels(keys, config.dos_autoencoder)  # ados_latent: encoded site DOS
     density = _density_labels(config, descriptors)  # density_latent: densities encoded by the frozen VQ-VAE
     grids = grid_fields(config.grid_fields, {"density_latent": density.row_shape} if density else {})
+    carry_vqvae = density is not None and bool(grids)  # a density_crystals control generates no density
     node_spec, data_info = None, {}
     if density is not None:
         train_records, train_ids, val_records, val_ids, data_info = _density_data(
@@ -430,7 +450,7 @@ def train_joint_model(
     def checkpoint_fn(model, **extra):
         if node_spec is not None:
             extra = {"node_condition": node_spec, **extra}
-        frozen = {**descriptor_labels.checkpoint_entries(), **(density.checkpoint_entries() if density else {})}
+        frozen = {**descriptor_labels.checkpoint_entries(), **(density.checkpoint_entries() if carry_vqvae else {})}
         return make_checkpoint(model, fields, elements, counts, **frozen, **extra)
 
     meta = {

@@ -5,8 +5,10 @@ Data: whatever :func:`~diffase.data.electronic.density_sets.read_density_set` re
 labels, a CHGCAR folder, ChargeDIFF's layout); the run records how many densities it saw. Materials are split by
 :func:`~diffase.predictors.split.split_by_material` (train / val / test, seeded). Each training batch is rolled by
 a random whole number of grid points along each axis (a translation of the crystal: the same density, so an
-honest augmentation; validation is not rolled). Loss per batch: mean |x_rec - x| on ChargeDIFF's log scale plus
-the quantiser's codebook + commitment loss. The loop (EMA, checkpoints, resume, best by validation loss) is
+honest augmentation; validation is not rolled). ``train_folders`` add densities that only train (e.g. predicted by
+density-mp20; never a material of the validation or test part; counted by source in the checkpoint). Loss per
+batch: mean |x_rec - x| on ChargeDIFF's log scale plus the quantiser's codebook + commitment loss, optionally plus
+``weight_eps_msd`` x the eps_msd of the linear density (the held-out metric). The loop (EMA, checkpoints, resume, best by validation loss) is
 :func:`diffase.train.loop.train_loop`; after it ``best.pt`` is scored on the test materials
 (:func:`reconstruction_table`) and the table is stored in it (``held_out``) and in ``held_out.json``.
 """
@@ -14,8 +16,9 @@ the quantiser's codebook + commitment loss. The loop (EMA, checkpoints, resume, 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +41,12 @@ class VQVAETrainConfig(LoopConfig):
     val_fraction: float = 0.1
     split_seed: int = 0
     random_rolls: bool = True  #: roll each training grid by random whole grid points (a crystal translation)
+    #: more density sets that only train (e.g. densities predicted by density-mp20, ``diffase predict-labels``):
+    #: materials of the split's validation and test parts are never read from them
+    train_folders: list = field(default_factory=list)
+    #: weight of an eps_msd term, sum (rho_rec - rho)^2 / sum rho^2 per grid on the linear density (e/Angstrom^3),
+    #: beside the log-scale L1 (which weighs a factor 1.2 error at 1e-3 e/Angstrom^3 as much as one at a density peak)
+    weight_eps_msd: float = 0.0
 
 
 def random_rolls(x: torch.Tensor) -> torch.Tensor:
@@ -46,15 +55,24 @@ def random_rolls(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.roll(g, tuple(s.tolist()), dims=(0, 1, 2)) for g, s in zip(x, shifts)])
 
 
-def vqvae_loss(net: DensityVQVAE, grids: Sequence[torch.Tensor], *, rolls: bool) -> tuple[torch.Tensor, dict]:
-    """Loss of ``net`` on densities ``grids`` (each (N, N, N) e/Angstrom^3): log-scale L1 + quantiser loss; with
-    ``rolls`` (training only) each grid is first translated by :func:`random_rolls`."""
+def vqvae_loss(net: DensityVQVAE, grids: Sequence[torch.Tensor], *, rolls: bool,
+               weight_eps_msd: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """Loss of ``net`` on densities ``grids`` (each (N, N, N) e/Angstrom^3): log-scale L1 + quantiser loss
+    (+ ``weight_eps_msd`` x the batch mean of each grid's eps_msd on the clipped linear density); with ``rolls``
+    (training only) each grid is first translated by :func:`random_rolls`."""
     rho = torch.stack(list(grids)).to(next(net.parameters()).device)
     x = net.to_log_scale(random_rolls(rho) if rolls else rho)
     recon, vq_loss, indices = net(x)
     rec = F.l1_loss(recon, x)
     usage = codebook_usage(indices, net.config.codebook_size)
-    return rec + vq_loss, {"rec": rec.detach(), "vq": vq_loss.detach(), "perplexity": usage["perplexity"]}
+    parts = {"rec": rec.detach(), "vq": vq_loss.detach(), "perplexity": usage["perplexity"]}
+    total = rec + vq_loss
+    if weight_eps_msd:
+        target, guess = net.from_log_scale(x), net.from_log_scale(recon)
+        eps = ((guess - target) ** 2).sum(dim=(1, 2, 3)) / (target**2).sum(dim=(1, 2, 3))
+        parts["eps_msd"] = eps.mean().detach()
+        total = total + weight_eps_msd * eps.mean()
+    return total, parts
 
 
 def pool_upsample(rho: np.ndarray, factor: int = 4) -> np.ndarray:
@@ -117,6 +135,20 @@ def split_densities(entries: Sequence[DensityEntry], config: VQVAETrainConfig) -
     return {part: [e for e, p in zip(entries, parts) if p == part] for part in ("train", "val", "test")}
 
 
+def extra_training_densities(folders: Sequence[str | Path], grid: int, held_out: set[str],
+                             already: set[str]) -> list[DensityEntry]:
+    """Densities of ``folders`` (predicted ones included) to train on besides the split's training part: a
+    material of ``held_out`` (the split's validation and test names) is never read, one in ``already`` or an
+    earlier folder once."""
+    seen, extra = set(already), []
+    for folder in folders:
+        for entry in read_density_set(folder, grid=grid, predicted=True):
+            if entry.name not in held_out and entry.name not in seen:
+                extra.append(entry)
+                seen.add(entry.name)
+    return extra
+
+
 def train_vqvae(
     data: str | Path,
     out_dir: str | Path,
@@ -136,6 +168,8 @@ def train_vqvae(
     entries = read_density_set(data, grid=net_config.grid)
     split = split_densities(entries, config)
     names = {part: [e.name for e in split[part]] for part in split}
+    extra = extra_training_densities(config.train_folders, net_config.grid, {*names["val"], *names["test"]},
+                                     set(names["train"]))
     state = read_resume_state(out_dir)
     refuse_changed_split(state, names, out_dir, data)
     if state is not None:
@@ -143,16 +177,19 @@ def train_vqvae(
     torch.manual_seed(config.seed)  # the initial weights of a fresh run
     net = DensityVQVAE(net_config).to(dev)
     grids = {part: [torch.as_tensor(e.rho, dtype=torch.float32) for e in split[part]] for part in split}
+    grids["train"] += [torch.as_tensor(e.rho, dtype=torch.float32) for e in extra]
 
     def loss_fn(model, items, generator):
-        return vqvae_loss(model, items, rolls=config.random_rolls and model.training)
+        return vqvae_loss(model, items, rolls=config.random_rolls and model.training,
+                          weight_eps_msd=config.weight_eps_msd)
 
     def checkpoint_fn(model, **extra):
         return model.checkpoint(**extra)
 
     meta = {
         "data": str(data), "val_data": None, "n_labels": len(entries), "split": names,
-        "n_train": len(split["train"]), "n_val": len(split["val"]), "n_test": len(split["test"]),
+        "n_train": len(grids["train"]), "n_val": len(split["val"]), "n_test": len(split["test"]),
+        "train_sources": dict(Counter(e.source for e in [*split["train"], *extra])),
         "n_parameters": sum(p.numel() for p in net.parameters()),
         "hardware": hardware_info(dev, threads), "objective": asdict(config),
     }

@@ -170,7 +170,8 @@ class ElectronicDataset(torch.utils.data.Dataset):
         self.files = _label_files(self.folder)
         if not self.files:
             raise ValueError(f"{self.folder} holds no label files (*.npz)")
-        self.dos_grid = read_label(self.files[0])["dos_grid"]
+        #: energies of the site DOS (E - E_F, eV) of the first label; None for a folder of predicted densities
+        self.dos_grid = read_label(self.files[0]).get("dos_grid")
 
     def __len__(self) -> int:
         return len(self.files)

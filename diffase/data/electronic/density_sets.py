@@ -3,8 +3,8 @@
 Every reader returns a list of :class:`DensityEntry` (``name``, ``structure``, ``rho`` (N, N, N) in e/Angstrom^3 on
 the fractional points ``(i/N, j/N, k/N)`` of the structure's stored cell, as :mod:`diffase.data.electronic.density`):
 
-* :func:`read_label_densities`: a diffase label folder (``rho32`` of each DFT label; predicted labels carry none and
-  are skipped);
+* :func:`read_label_densities`: a diffase label folder (``rho32`` of each DFT label; predicted densities of
+  ``diffase predict-labels --model density-mp20`` only when asked for, marked by their ``source``);
 * :func:`read_chgcar_folder`: a folder of VASP CHGCAR / AECCAR files (``.gz`` too) or cube files, Fourier-regridded
   to N^3 by :func:`~diffase.data.electronic.density.regrid`, which keeps the electron count;
 * :func:`read_anchor_layout`: ChargeDIFF's layout, ``structure/{split}.csv`` (``material_id``, ``cif`` columns) and
@@ -26,13 +26,14 @@ from pathlib import Path
 import numpy as np
 from pymatgen.core import Structure
 
+from diffase.data import fields as F
 from diffase.data.electronic.dataset import (
+    PREDICTED_KEY,
     ElectronicDataset,
     is_predicted,
     label_structure,
     read_label,
 )
-from diffase.data import fields as F
 from diffase.data.electronic.density import (
     DEFAULT_GRID,
     chgcar_to_density,
@@ -55,6 +56,7 @@ class DensityEntry:
     name: str
     structure: Structure
     rho: np.ndarray
+    source: str = "dft"  #: "dft", or the predictor's name for a predicted density (``diffase predict-labels``)
 
     @property
     def electrons(self) -> float:
@@ -62,16 +64,22 @@ class DensityEntry:
         return float(self.rho.mean() * self.structure.lattice.volume)
 
 
-def read_label_densities(folder: str | Path) -> list[DensityEntry]:
-    """The ``rho32`` densities of the DFT labels in a diffase label folder (``index.csv`` order)."""
+def read_label_densities(folder: str | Path, *, predicted: bool = False) -> list[DensityEntry]:
+    """The ``rho32`` densities of the DFT labels in a diffase label folder (``index.csv`` order); with
+    ``predicted`` also those of predicted labels (``diffase predict-labels --model density-mp20``), each entry's
+    ``source`` naming its predictor."""
     entries = []
     for path in ElectronicDataset(folder).files:
         label = read_label(path)
-        if is_predicted(label) or "rho32" not in label:
+        if "rho32" not in label or (is_predicted(label) and not predicted):
             continue
-        entries.append(DensityEntry(label["material_id"], label_structure(label), label["rho32"].astype(np.float32)))
+        source = str(label[PREDICTED_KEY]) if is_predicted(label) else "dft"
+        entries.append(DensityEntry(label["material_id"], label_structure(label), label["rho32"].astype(np.float32),
+                                    source))
     if not entries:
-        raise ValueError(f"{folder}: no DFT label with a density (rho32); predicted labels carry none")
+        what = "label with a density (rho32)" if predicted else "DFT label with a density (rho32)"
+        raise ValueError(f"{folder}: no {what}" + ("" if predicted else " (predicted densities are read only "
+                                                   "where a reader is asked for them)"))
     return entries
 
 
@@ -130,17 +138,18 @@ def read_anchor_layout(root: str | Path, split: str = "train", *, units: str = "
     return entries
 
 
-def read_density_set(path: str | Path, *, split: str = "train", grid: int = DEFAULT_GRID) -> list[DensityEntry]:
-    """Densities of a label folder (``*.npz``), an anchor layout (``structure/`` + ``charge_density/``) or a folder
-    of CHGCAR-like files, whichever ``path`` is; every grid must be ``grid``^3 (label and anchor grids are not
-    regridded: refused with the shape found)."""
+def read_density_set(path: str | Path, *, split: str = "train", grid: int = DEFAULT_GRID,
+                     predicted: bool = False) -> list[DensityEntry]:
+    """Densities of a label folder (``*.npz``; ``predicted``: predicted densities too), an anchor layout
+    (``structure/`` + ``charge_density/``) or a folder of CHGCAR-like files, whichever ``path`` is; every grid must
+    be ``grid``^3 (label and anchor grids are not regridded: refused with the shape found)."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"no folder at {path}: give a label folder, a ChargeDIFF layout or a CHGCAR folder")
     if (path / "structure").is_dir() and (path / "charge_density").is_dir():
         entries = read_anchor_layout(path, split)
     elif any(path.glob("*.npz")):
-        entries = read_label_densities(path)
+        entries = read_label_densities(path, predicted=predicted)
     else:
         entries = read_chgcar_folder(path, grid)
     wrong = [e.name for e in entries if e.rho.shape != (grid,) * 3]
