@@ -19,6 +19,7 @@ _LAZY = {
     "InpaintIntercalantTransformation": "diffase.transformations",
     "inpaint_atoms": "diffase.transformations",
     "DOSConditionedGenerator": "diffase.generators.dos_conditioned",
+    "ChargeGuidedGenerator": "diffase.generators.charge_guided",
     "get_calculator": "diffase.calculators",
     "relax": "diffase.simulate.relax",
 }

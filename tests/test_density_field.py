@@ -14,19 +14,21 @@ from diffase.data import fields as F
 from diffase.data.batch import split
 from diffase.data.electronic.density import grid_in_cell, write_record_chgcar
 from diffase.data.structures import structure_to_record
-from diffase.diffusion.field_registry import FieldRegistry
 from diffase.generators.descriptor_decoding import VQVAE_ENTRY, decode_density
 from diffase.generators.joint import JointModel, encode_records, make_batch
-from diffase.generators.joint_fields import density_field, grid_row_shapes, joint_fields
+from diffase.generators.joint_fields import density_field
 from diffase.hub import read_checkpoint
-from diffase.nn.joint_denoiser import JointDenoiser, JointDenoiserConfig
 from diffase.nn.probe_branch import nearest_probes
-from diffase.nn.vqvae3d import DensityVQVAE, VQVAE3DConfig
 from diffase.train.joint_trainer import joint_loss
-from tests.helpers import skewed_cell
-
-ELEMENTS = [1, 3, 8, 11, 17]  # H Li O Na Cl
-LATENT = (8, 8, 8, 2)  # an 8^3 latent of d = 2 (a 32^3 density)
+from tests.helpers import DENSITY_ELEMENTS as ELEMENTS
+from tests.helpers import DENSITY_LATENT as LATENT
+from tests.helpers import (
+    density_fields,
+    density_model,
+    density_net,
+    skewed_cell,
+    tiny_vqvae,
+)
 
 
 def primitive_rocksalt(a: float = 4.4) -> Structure:
@@ -38,29 +40,6 @@ def generic_cell() -> Structure:
     """Four atoms at generic positions of a triclinic cell."""
     return Structure(Lattice.from_parameters(4.1, 4.6, 5.2, 80, 95, 105), ["Li", "O", "Cl", "O"],
                      [[0.11, 0.23, 0.37], [0.52, 0.61, 0.18], [0.83, 0.05, 0.71], [0.3, 0.9, 0.55]])
-
-
-def tiny_vqvae(seed: int = 0) -> DensityVQVAE:
-    torch.manual_seed(seed)
-    return DensityVQVAE(VQVAE3DConfig(grid=32, channels=[4, 4, 4], latent_dim=LATENT[-1], codebook_size=16)).eval()
-
-
-def density_fields(weights=(1.0, 1.0, 1.0)) -> FieldRegistry:
-    return joint_fields(len(ELEMENTS), weights, grids={"density_latent": 1.0}, grid_shapes={"density_latent": LATENT})
-
-
-def density_net(fields: FieldRegistry, seed: int = 0, dtype=torch.float64) -> JointDenoiser:
-    torch.manual_seed(seed)
-    cfg = JointDenoiserConfig(num_elements=len(ELEMENTS), hidden=16, num_layers=2, num_freqs=4, time_dim=16,
-                              grid_fields=grid_row_shapes(fields), probe_hidden=8, probe_neighbours=6)
-    return JointDenoiser(cfg).to(dtype)
-
-
-def density_model(seed: int = 0) -> JointModel:
-    fields = density_fields()
-    vq = tiny_vqvae(seed)
-    meta = {VQVAE_ENTRY: {k: v for k, v in vq.checkpoint().items()}}
-    return JointModel(density_net(fields, seed), fields, ELEMENTS, [0, 1, 2, 3, 2], device="cpu", meta=meta)
 
 
 def noisy_batch(structures=None, dtype=torch.float64, seed: int = 1) -> dict:

@@ -6,6 +6,11 @@ Example: ``diffase cathode /work/shared/data/electronic --only mp-675025,mp-7541
 Inputs are folders of crystals with densities: diffase label folders (``rho32``), folders of CHGCAR / AECCAR /
 cube files (regridded to 32^3) or ChargeDIFF's ``structure/`` + ``charge_density/`` layout. Re-running the same
 command resumes; a re-run with other settings is refused before anything is written.
+
+Or generate them: ``diffase cathode --generate 64 --model chargediff-mp20 --region channel-1d-z --chemsys-groups
+tm3d,oxide --out cathode/`` screens the valid crystals of a :class:`~diffase.generators.charge_guided.
+ChargeGuidedGenerator` (low density in ``--region``, named ``gen-<sample>``) as they are made. A re-run generates
+them again (the same crystals for the same seed and device) and skips those already screened.
 """
 
 from __future__ import annotations
@@ -27,8 +32,17 @@ def register(sub) -> None:
                                    "density minima (pymatgen-analysis-defects), transition-metal oxides with 4- or "
                                    "6-fold O-coordinated Li and a percolating Li network kept, relaxed with an MLIP, "
                                    "NEB barriers of the best; streamed and resumable.")
-    p.add_argument("inputs", nargs="+", help="folders: diffase labels (rho32), CHGCAR/AECCAR/cube files, or "
-                                             "ChargeDIFF's structure/ + charge_density/ layout")
+    p.add_argument("inputs", nargs="*", help="folders: diffase labels (rho32), CHGCAR/AECCAR/cube files, or "
+                                             "ChargeDIFF's structure/ + charge_density/ layout (or --generate)")
+    g = p.add_argument_group("generate the crystals instead (ChargeGuidedGenerator around --region)")
+    g.add_argument("--generate", type=int, default=None, metavar="N", help="generate N crystals with a density model")
+    g.add_argument("--model", default="chargediff-mp20", help="joint model with the density field (name or path)")
+    g.add_argument("--chemsys-groups", default=None, help="element groups to condition on, e.g. tm3d,oxide")
+    g.add_argument("--target", default="low", help="density wanted in the region: low, high or e/A^3 (default low)")
+    g.add_argument("--guidance-scale", type=float, default=None, help="CFG scale (default 1 with conditions)")
+    g.add_argument("--num-levels", type=int, default=None, help="sampler levels (default: the model's)")
+    g.add_argument("--resample", default=None, metavar="J,R", help="RePaint jump length and passes, e.g. 10,3")
+    g.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", default=None, help="comma-separated item names to run (label material ids or file "
                                                 "names); default: every item")
     p.add_argument("--split", default="train", help="split of a ChargeDIFF layout (default train)")
@@ -68,15 +82,37 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def parse_counts(text: str) -> tuple[int, ...]:
+def parse_counts(text: str, flag: str = "--coordinations") -> tuple[int, ...]:
     """``'4,6'`` -> (4, 6); anything else than positive integers is refused."""
     try:
         values = tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError:
-        raise ValueError(f"--coordinations takes comma-separated integers such as 4,6, got {text!r}") from None
+        raise ValueError(f"{flag} takes comma-separated integers such as 4,6, got {text!r}") from None
     if not values:
-        raise ValueError("--coordinations needs at least one coordination number, e.g. 4,6")
+        raise ValueError(f"{flag} needs at least one number, e.g. 4,6")
     return values
+
+
+def generated_items(args):
+    """The ``(name, Structure, rho)`` items of ``--generate``, made lazily; the model, conditions and region are
+    loaded and checked here, before the output folder exists."""
+    from diffase.generators.charge_guided import ChargeGuidedGenerator
+
+    if args.inputs:
+        raise ValueError("give input folders or --generate N, not both")
+    groups = [g.strip() for g in (args.chemsys_groups or "").split(",") if g.strip()]
+    try:
+        target = float(args.target)
+    except ValueError:
+        target = args.target  # "low" / "high"; anything else is refused by the generator
+    generator = ChargeGuidedGenerator(
+        n_samples=args.generate, conditions={"chemsys_groups": groups} if groups else None, region=args.region,
+        target=target,
+        guidance_scale=args.guidance_scale, model=args.model, num_levels=args.num_levels,
+        resample=parse_counts(args.resample, "--resample") if args.resample else None,
+        region_width=args.region_width, seed=args.seed, device=args.device)
+    generator.known_grids()
+    return generator.density_items()
 
 
 def read_inputs(inputs: list[str], only: str | None, split: str) -> list:
@@ -107,7 +143,10 @@ def run(args) -> int:
         min_li_distance=args.min_li_distance, max_li=args.max_li, relax_steps=args.relax_steps, fmax=args.fmax,
         neb_hops=args.neb_hops, neb_min_length=args.neb_min_length, neb_steps=args.neb_steps,
         neb_fmax=args.neb_fmax, neb_images=args.neb_images)
-    entries = read_inputs(args.inputs, args.only, args.split)  # every check before the output folder exists
+    if args.generate is None and not args.inputs:
+        raise ValueError("give input folders, or --generate N to generate the crystals")
+    # every check before the output folder exists
+    entries = generated_items(args) if args.generate is not None else read_inputs(args.inputs, args.only, args.split)
 
     def say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)

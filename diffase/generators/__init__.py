@@ -45,4 +45,8 @@ def __getattr__(name: str):
         from diffase.generators.dos_conditioned import DOSConditionedGenerator
 
         return DOSConditionedGenerator
+    if name == "ChargeGuidedGenerator":
+        from diffase.generators.charge_guided import ChargeGuidedGenerator
+
+        return ChargeGuidedGenerator
     raise AttributeError(f"module 'diffase.generators' has no attribute {name!r}")
