@@ -260,3 +260,8 @@ def test_cathode_cli_screens_generated_crystals(model, tmp_path, capsys):
     rows = (out / "results.csv").read_text().splitlines()[1:]
     assert 1 <= len(rows) <= 3 and all(row.startswith("gen-") for row in rows)
     assert "not a transition-metal O compound" in (out / "results.csv").read_text()
+    capsys.readouterr()
+    again = [*base, "--chemsys-groups", "tm3d,oxide", "--region", "channel-1d-y", "--out", str(out)]
+    assert main(again) == 1 and f"resuming: {len(rows)} item(s) already screened" in capsys.readouterr().err
+    assert main([*again, "--target", "high"]) == 2  # other crystals under the same names
+    assert "other content" in capsys.readouterr().err

@@ -10,7 +10,8 @@ command resumes; a re-run with other settings is refused before anything is writ
 Or generate them: ``diffase cathode --generate 64 --model chargediff-mp20 --region channel-1d-z --chemsys-groups
 tm3d,oxide --out cathode/`` screens the valid crystals of a :class:`~diffase.generators.charge_guided.
 ChargeGuidedGenerator` (low density in ``--region``, named ``gen-<sample>``) as they are made. A re-run generates
-them again (the same crystals for the same seed and device) and skips those already screened.
+them again (the same crystals for the same seed and device) and skips those already screened; generation settings
+that give other crystals under the same names are refused (use a new ``--out``).
 """
 
 from __future__ import annotations
