@@ -117,9 +117,11 @@ def read_stability(path: str | Path | None) -> dict[int, float | None]:
     return {int(k): (None if v is None else float(v)) for k, v in data.items()}
 
 
-def candidate_reason(sample: Sample, settings: LabelSettings, max_atoms: int) -> str | None:
-    """Why ``sample`` cannot be a candidate (a short key), or None when it can."""
-    if sample.bader is None and sample.dos is None:
+def candidate_reason(sample: Sample, settings: LabelSettings, max_atoms: int,
+                     require_descriptor: bool = True) -> str | None:
+    """Why ``sample`` cannot be a candidate (a short key), or None when it can; ``require_descriptor=False``
+    accepts a sample without descriptor arrays (a grid field such as the density is compared instead)."""
+    if require_descriptor and sample.bader is None and sample.dos is None:
         return "no descriptor arrays"
     if len(sample.structure) > max_atoms:
         return f"more than {max_atoms} atoms"
@@ -144,7 +146,8 @@ def failed_names(out: Path) -> set[str]:
 
 
 def label_samples(samples: list[Sample], out: Path, settings: LabelSettings, n: int, max_atoms: int,
-                  retry_failed: bool = False, compute: bool = True) -> tuple[list[tuple[Sample, Path]], dict]:
+                  retry_failed: bool = False, compute: bool = True,
+                  require_descriptor: bool = True) -> tuple[list[tuple[Sample, Path]], dict]:
     """Label candidates in sample order until ``n`` labels exist in ``out``; return (sample, label path) pairs and
     counts (``skipped``: reason -> count, ``failed`` and ``resumed`` names, ``tried``, ``unlabelled``: candidates
     left without a label when ``compute`` is False). A candidate that failed in an earlier run is counted failed
@@ -155,7 +158,7 @@ def label_samples(samples: list[Sample], out: Path, settings: LabelSettings, n: 
     for sample in sorted(samples, key=lambda s: s.index):
         if len(done) >= n:
             break
-        if reason := candidate_reason(sample, settings, max_atoms):
+        if reason := candidate_reason(sample, settings, max_atoms, require_descriptor):
             skipped[reason] = skipped.get(reason, 0) + 1
             continue
         name = label_name(sample)

@@ -82,8 +82,13 @@ def insert_at_density_minima(structure: Structure, rho: np.ndarray, species: str
     chgcar = density_to_chgcar(structure, rho)
     generator = ChargeInterstitialGenerator(clustering_tol=clustering_tol, min_dist=min_host_distance,
                                             avg_radius=avg_radius, max_avg_charge=max_avg_density)
-    groups = [(float(get_avg_chg(chgcar, np.mod(d.site.frac_coords, 1.0), avg_radius)), d)
-              for d in generator.generate(chgcar, [species])]
+    try:
+        defects = list(generator.generate(chgcar, [species]))
+    except ValueError as err:  # the generator unpacks an empty candidate list when no minimum qualifies
+        if "not enough values to unpack" not in str(err):
+            raise
+        defects = []
+    groups = [(float(get_avg_chg(chgcar, np.mod(d.site.frac_coords, 1.0), avg_radius)), d) for d in defects]
     groups.sort(key=lambda g: g[0])  # the generator's order already; sorted here so the filling does not rely on it
     placed: list[InsertionSite] = []
     lattice = structure.lattice
