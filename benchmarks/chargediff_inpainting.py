@@ -5,11 +5,11 @@ For each region preset (default ``channel-1d-z`` and ``slab-2d-z``, :mod:`diffas
 low target, and once without any mask: the same seeds, atom counts and conditions (default ``chemsys_groups``
 tm3d + oxide, classifier-free guidance ``--guidance``), so the mask is the only difference.
 
-Target "low": a uniform density of ``--target-density`` e/Angstrom^3 (default 0.05, below the 1st percentile of
-the voxels of the median GPAW label, 0.08) encoded by the model's VQ-VAE
-(:meth:`~diffase.nn.vqvae3d.DensityVQVAE.encode_field`); the latent voxels of the region
-(:meth:`~diffase.nn.vqvae3d.DensityVQVAE.latent_mask`) are held on it through the sampling loop's ``known``
-mechanism (``JointModel.sample(known_grids=...)``).
+Target "low": the region at ``--target-density`` e/Angstrom^3 (default 0.01, ``ChargeGuidedGenerator``'s "low")
+against its background density outside, encoded by the model's VQ-VAE exactly as
+:class:`~diffase.generators.charge_guided.ChargeGuidedGenerator` encodes a user's target (:func:`low_target`); the
+latent voxels of the region (:meth:`~diffase.nn.vqvae3d.DensityVQVAE.latent_mask`) are held on it through the
+sampling loop's ``known`` mechanism (``JointModel.sample(known_grids=...)``).
 
 Per sample, on its decoded density (e/Angstrom^3, the 32^3 grid of its cell):
 
@@ -47,6 +47,7 @@ import torch
 from diffase.data import fields as F
 from diffase.data.electronic.density import grid_in_cell
 from diffase.data.electronic.regions import region_density, region_mask
+from diffase.generators.charge_guided import LOW_DENSITY, ChargeGuidedGenerator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from site_label_predictor import machine
@@ -74,17 +75,13 @@ def measured_region(mask: np.ndarray) -> np.ndarray:
     return core
 
 
-def low_target(vqvae, mask: np.ndarray, density: float) -> tuple[np.ndarray, np.ndarray]:
-    """``known_grids`` entry of a region ``mask`` (N, N, N) held at a uniform ``density`` e/Angstrom^3: the latent
-    mask (n, n, n) bool and the latent values (n, n, n, d) of the uniform grid."""
-    if density <= 0:
-        raise ValueError(f"the target density is in e/Angstrom^3 and > 0, got {density}")
-    grid = vqvae.config.grid
-    values = vqvae.encode_field(torch.full((1, grid, grid, grid), float(density)))[0].double().numpy()
-    latent = vqvae.latent_mask(mask).numpy()
-    if not latent.any():
-        raise ValueError("the region covers no latent voxel; widen it")
-    return latent, values
+def low_target(model, preset: str, width: float, density: float) -> tuple[np.ndarray, np.ndarray]:
+    """``known_grids`` entry of a region preset held at ``density`` e/Angstrom^3, exactly as a user of
+    :class:`~diffase.generators.charge_guided.ChargeGuidedGenerator` gets it (``target=density``: the region at that
+    density against the background density outside, encoded by the model's own VQ-VAE): the latent mask (n, n, n)
+    bool and the latent values (n, n, n, d)."""
+    generator = ChargeGuidedGenerator(model=model, region=preset, region_width=width, target=float(density))
+    return generator.known_grids()[F.DENSITY_LATENT]
 
 
 # --- sampling, kept on disk -------------------------------------------------------------------------------
@@ -234,8 +231,9 @@ def report_lines(result: dict) -> list[str]:
              f"Machine: {result['machine']}.", "",
              (f"Settings: {s['n']} samples per set, seed {s['seed']}, {s['levels']} sampling levels, batch "
              f"{s['batch_size']}, conditions {s['conditions'] or 'none'} (guidance scale {s['guidance']}); region "
-             f"width {s['width']} of each confined axis; target: uniform {s['target_density']} e/A^3 encoded by the "
-             "model's VQ-VAE and held on the region's latent voxels; the unmasked set shares seeds, atom counts and "
+             f"width {s['width']} of each confined axis; target: {s['target_density']} e/A^3 in the region (the "
+             "background density outside) encoded by the model's VQ-VAE as ChargeGuidedGenerator does, held on the "
+             "region's latent voxels; the unmasked set shares seeds, atom counts and "
              "conditions. Fractions over all samples of a set (an invalid sample, a mask token left, fails every "
              "test)."), "",
              ("Tests of the region mean density (measured on the region's points that stay in it under the sampler's "
@@ -249,7 +247,7 @@ def report_lines(result: dict) -> list[str]:
         want = f"{r['requested_dimensionality']}D"
         lines += [f"## {r['preset']} (asks for a {want} Li network)", "",
                   (f"Region: {r['region_points']} of 32768 grid points measured. Target {r['target_density']} e/A^3; "
-                  f"the VQ-VAE decodes the uniform target latent to a region mean of "
+                  f"the VQ-VAE decodes the target latent to a region mean of "
                   f"{_fmt(r['target_decoded_region_mean'])} e/A^3. Unmasked median region mean: "
                   f"{_fmt(r['unmasked_median_region_mean'])} e/A^3."), "",
                   "| | masked | unmasked | z-test masked vs unmasked |", "| --- | --- | --- | --- |",
@@ -287,7 +285,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--presets", nargs="+", default=["channel-1d-z", "slab-2d-z"], choices=REGION_PRESETS)
     p.add_argument("--width", type=float, default=0.25, help="fraction of each confined axis inside the region")
-    p.add_argument("--target-density", type=float, default=0.05, help="the 'low' target, e/Angstrom^3")
+    p.add_argument("--target-density", type=float, default=LOW_DENSITY, help="the 'low' target, e/Angstrom^3")
     p.add_argument("--chemsys", default="tm3d-oxide", help="chemsys_groups condition ('none' for no condition)")
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale of the condition")
     p.add_argument("--name", default="chargediff_inpainting", help="stem of the result files")
@@ -324,7 +322,7 @@ def main(argv=None) -> int:
     presets = []
     for preset in args.presets:
         mask = region_mask(preset, vqvae.config.grid, width=args.width)
-        latent, values = low_target(vqvae, mask, args.target_density)
+        latent, values = low_target(model, preset, args.width, args.target_density)
         masked = sample_set(model, out / f"{preset}.npz", known_grids={F.DENSITY_LATENT: (latent, values)}, **kw)
         print(f"{preset}: {masked['seconds'] / args.n:.2f} s per sample")
         masked_li = li_rows(set_structures(masked), masked["density"], out / f"{preset}.li.jsonl",

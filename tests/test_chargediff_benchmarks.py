@@ -44,17 +44,21 @@ def test_the_measured_region_is_the_part_of_the_region_that_a_handedness_flip_ke
         inpainting.measured_region(plane)
 
 
-def test_the_low_target_holds_the_region_latent_voxels_on_a_uniform_density():
-    vq = tiny_vqvae()
-    latent, values = inpainting.low_target(vq, region_mask("channel-1d-z", 32), 0.05)
+def test_the_low_target_is_the_generators_encoding_of_the_region_at_the_target_density():
+    from diffase.generators.charge_guided import BACKGROUND_DENSITY
+    from diffase.generators.descriptor_decoding import density_decoder
+
+    model = density_model()
+    vq = density_decoder(model.meta)
+    latent, values = inpainting.low_target(model, "channel-1d-z", 0.25, 0.05)
     assert latent.shape == (8, 8, 8) and values.shape == (8, 8, 8, 2)
     # a plus-shaped column: voxel 4 lies inside on both confined axes, 3 and 5 half (>= 0.5 only with the other at 4)
     assert latent.sum() == 5 * 8 and latent[4, 4].all() and latent[3, 4].all() and not latent[3, 3].any()
-    assert np.allclose(values, values[0, 0, 0])  # a uniform grid through circular convolutions
-    expected = vq.encode_field(torch.full((1, 32, 32, 32), 0.05))[0].double().numpy()
-    np.testing.assert_allclose(values, expected)
-    with pytest.raises(ValueError, match="> 0"):
-        inpainting.low_target(vq, region_mask("channel-1d-z", 32), 0.0)
+    grid = torch.full((1, 32, 32, 32), BACKGROUND_DENSITY)
+    grid[0][torch.as_tensor(region_mask("channel-1d-z", 32))] = 0.05
+    np.testing.assert_allclose(values, vq.encode_field(grid)[0].double().numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="positive"):
+        inpainting.low_target(model, "channel-1d-z", 0.25, 0.0)
 
 
 def test_region_tests_count_below_target_median_and_outside_and_fail_an_invalid_sample():
@@ -69,9 +73,8 @@ def test_region_tests_count_below_target_median_and_outside_and_fail_an_invalid_
 
 def test_sample_sets_share_seeds_are_kept_on_disk_and_the_report_counts_them(tmp_path):
     model = density_model()
-    vq = tiny_vqvae()
     mask = region_mask("channel-1d-z", 32)
-    latent, values = inpainting.low_target(vq, mask, 0.05)
+    latent, values = inpainting.low_target(model, "channel-1d-z", 0.25, 0.05)
     kw = {"n": 3, "seed": 4, "levels": 3, "batch_size": 2, "conditions": None, "guidance": 1.0}
     unmasked = inpainting.sample_set(model, tmp_path / "u.npz", known_grids=None, **kw)
     masked = inpainting.sample_set(model, tmp_path / "m.npz", known_grids={F.DENSITY_LATENT: (latent, values)}, **kw)
