@@ -113,7 +113,8 @@ def structure_row(index: int, structure: Structure, rho_gen: np.ndarray, rho_ref
 
 
 def labelled_rows(pool: Path, folder: Path, settings: LabelSettings, n: int, max_atoms: int, vqvae,
-                  retry_failed: bool = False, compute: bool = True) -> tuple[list[dict], dict]:
+                  retry_failed: bool = False, compute: bool = True,
+                  shard: tuple[int, int] = (0, 1)) -> tuple[list[dict], dict]:
     """Label the pool's candidates into ``folder`` until ``n`` labels exist (module docstring, step 2) and return
     the :func:`structure_row` of each labelled crystal, with the counts of ``label_samples`` plus ``frames``."""
     samples = read_samples(pool)
@@ -121,7 +122,7 @@ def labelled_rows(pool: Path, folder: Path, settings: LabelSettings, n: int, max
     # GPAW refuses cells far from reduced ("weird unit cell"): it gets the Niggli cell, mapped back below
     reduced = [replace(s, structure=s.structure.get_reduced_structure()) for s in samples]
     pairs, counts = label_samples(reduced, folder, settings, n, max_atoms, retry_failed, compute=compute,
-                                  require_descriptor=False)
+                                  require_descriptor=False, shard=shard)
     rows = []
     for sample, path in pairs:
         label, structure = read_label(path), generated[sample.index]
@@ -190,6 +191,8 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=900.0, help="seconds of GPAW per structure before it is skipped")
     p.add_argument("--retry-failed", action="store_true", help="try again the candidates an earlier run failed on")
     p.add_argument("--report-only", action="store_true", help="label nothing: report on the labels made so far")
+    p.add_argument("--shard", default="0/1", help="K/M: label only the candidates whose sample index is K mod M "
+                   "(M processes on one --out; then --report-only)")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -216,7 +219,8 @@ def main(argv=None) -> int:
 
     label_settings = LabelSettings.from_preset("fast", timeout=args.timeout)
     rows, counts = labelled_rows(pool, out / "labels", label_settings, args.n, args.max_atoms, vqvae,
-                                 args.retry_failed, compute=not args.report_only)
+                                 args.retry_failed, compute=not args.report_only,
+                                 shard=tuple(int(v) for v in args.shard.split("/")))
     if not rows:
         print(f"no structure labelled ({counts})")
         return 1

@@ -146,12 +146,14 @@ def failed_names(out: Path) -> set[str]:
 
 
 def label_samples(samples: list[Sample], out: Path, settings: LabelSettings, n: int, max_atoms: int,
-                  retry_failed: bool = False, compute: bool = True,
-                  require_descriptor: bool = True) -> tuple[list[tuple[Sample, Path]], dict]:
+                  retry_failed: bool = False, compute: bool = True, require_descriptor: bool = True,
+                  shard: tuple[int, int] = (0, 1)) -> tuple[list[tuple[Sample, Path]], dict]:
     """Label candidates in sample order until ``n`` labels exist in ``out``; return (sample, label path) pairs and
     counts (``skipped``: reason -> count, ``failed`` and ``resumed`` names, ``tried``, ``unlabelled``: candidates
-    left without a label when ``compute`` is False). A candidate that failed in an earlier run is counted failed
-    without a new try unless ``retry_failed``."""
+    left without a label when ``compute`` is False or, with ``shard`` = (k, m), another process's candidates not
+    labelled yet). A candidate that failed in an earlier run is counted failed without a new try unless
+    ``retry_failed``. ``shard``: this process computes only the candidates whose sample index is k modulo m, so m
+    processes can fill one folder together (each stops once it sees ``n`` labels there)."""
     (out / "inputs").mkdir(parents=True, exist_ok=True)
     done, skipped, failed, resumed, tried, unlabelled = [], {}, [], [], 0, 0
     previously_failed = set() if retry_failed else failed_names(out)
@@ -170,7 +172,7 @@ def label_samples(samples: list[Sample], out: Path, settings: LabelSettings, n: 
         if name in previously_failed:
             failed.append(name)
             continue
-        if not compute:
+        if not compute or sample.index % shard[1] != shard[0]:
             unlabelled += 1
             continue
         tried += 1
