@@ -165,6 +165,19 @@ def region_means(densities: np.ndarray, valid: np.ndarray, region: np.ndarray) -
     return out
 
 
+def atoms_in_region(arrays: dict, region: np.ndarray) -> np.ndarray:
+    """(n,) fraction of each valid sample's atoms whose nearest grid point of its cell lies in ``region`` (n, n, n)
+    bool; NaN for an invalid sample. Does the generated structure leave the low-density region empty of atoms?"""
+    grid = np.array(region.shape)
+    ends = np.cumsum(arrays["num_atoms"])
+    out = np.full(len(ends), np.nan)
+    for i, (lo, hi) in enumerate(zip(np.concatenate([[0], ends[:-1]]), ends)):
+        if arrays["valid"][i] and hi > lo:
+            idx = np.rint(np.mod(arrays["frac_coords"][lo:hi], 1.0) * grid).astype(int) % grid
+            out[i] = region[idx[:, 0], idx[:, 1], idx[:, 2]].mean()
+    return out
+
+
 def region_tests(means: np.ndarray, target: float, unmasked_median: float) -> dict[str, np.ndarray]:
     """Per-sample pass/fail (n,) bool of each of :data:`TESTS` from (n, 2) region / outside means; an invalid sample
     (NaN) fails every test."""
@@ -199,7 +212,9 @@ def preset_result(preset: str, masked: dict, unmasked: dict, masked_li: list[dic
            "unmasked_median_region_mean": median, "region_points": int(region.sum())}
     for name, arrays, means, li in (("masked", masked, m_means, masked_li), (UNMASKED, unmasked, u_means, unmasked_li)):
         tests = region_tests(means, target, median)
+        atoms = atoms_in_region(arrays, region)
         out[name] = {
+            "atoms_in_region": _nan_stats(atoms), "no_atom_in_region": int(np.sum(atoms == 0)),
             "n": len(arrays["valid"]), "valid": int(arrays["valid"].sum()),
             "seconds_per_sample": float(arrays["seconds"]) / len(arrays["valid"]),
             "region_mean": _nan_stats(means[:, 0]), "outside_mean": _nan_stats(means[:, 1]),
@@ -258,6 +273,14 @@ def report_lines(result: dict) -> list[str]:
                   (f"| outside mean e/A^3 (mean / median) | {_fmt(m['outside_mean']['mean'])} / "
                   f"{_fmt(m['outside_mean']['median'])} | {_fmt(u['outside_mean']['mean'])} / "
                   f"{_fmt(u['outside_mean']['median'])} | |")]
+        if "atoms_in_region" in m:
+            lines += [(f"| atoms in the region, fraction of each crystal's atoms (mean / median; the region holds "
+                       f"{r['region_points'] / 32768:.1%} of the grid) | {_fmt(m['atoms_in_region']['mean'])} / "
+                       f"{_fmt(m['atoms_in_region']['median'])} | {_fmt(u['atoms_in_region']['mean'])} / "
+                       f"{_fmt(u['atoms_in_region']['median'])} | |"),
+                      (f"| no atom in the region | {count_cell(m['no_atom_in_region'], m['n'])} | "
+                       f"{count_cell(u['no_atom_in_region'], u['n'])} | "
+                       f"{z_cell(m['no_atom_in_region'], m['n'], u['no_atom_in_region'], u['n'])} |")]
         for t in TESTS:
             lines.append(f"| {t.replace('_', ' ')} | {count_cell(m['tests'][t], m['n'])} | "
                          f"{count_cell(u['tests'][t], u['n'])} | {z_cell(m['tests'][t], m['n'], u['tests'][t], u['n'])} |")

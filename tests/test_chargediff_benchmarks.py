@@ -61,6 +61,15 @@ def test_the_low_target_is_the_generators_encoding_of_the_region_at_the_target_d
         inpainting.low_target(model, "channel-1d-z", 0.25, 0.0)
 
 
+def test_atoms_in_region_counts_each_crystals_atoms_on_region_grid_points():
+    region = region_mask("channel-1d-z", 32)  # x and y in [0.375, 0.625)
+    arrays = {"num_atoms": np.array([2, 1, 3]), "valid": np.array([True, False, True]),
+              "frac_coords": np.array([[0.5, 0.5, 0.1], [0.0, 0.5, 0.3], [0.5, 0.5, 0.5],
+                                       [0.1, 0.1, 0.1], [0.2, 0.9, 0.0], [1.49, 0.51, 0.7]])}
+    got = inpainting.atoms_in_region(arrays, region)
+    assert got[0] == 0.5 and np.isnan(got[1]) and np.isclose(got[2], 1 / 3)
+
+
 def test_region_tests_count_below_target_median_and_outside_and_fail_an_invalid_sample():
     means = np.array([[0.04, 0.2], [0.08, 0.05], [0.2, 0.3], [np.nan, np.nan]])
     tests = inpainting.region_tests(means, target=0.05, unmasked_median=0.1)

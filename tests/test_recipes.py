@@ -12,7 +12,7 @@ from diffase.generators.joint_fields import fields_from_checkpoint, joint_fields
 from diffase.train.recipe import Recipe, load_recipe, train_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = sorted((ROOT / "recipes").glob("*.json"))
+RECIPES = sorted((ROOT / "recipes").glob("*.json"), key=lambda p: p.stem)
 SHIPPED = sorted(p.stem for p in (ROOT / "models").glob("*.pt"))
 
 
@@ -39,7 +39,7 @@ def test_recipe_holds_the_settings_stored_in_the_shipped_checkpoint(name):
                             "avg_probe_neighbors"}}
     if recipe.config.get("init_from"):  # fine-tuned: the pretrained model's network plus inputs set by the data
         pretrained = torch.load(ROOT / "models" / f"{recipe.config['init_from']}.pt", weights_only=True)
-        from_data = ("node_fields", "node_cond_dim")
+        from_data = ("node_fields", "node_cond_dim", "grid_fields")
         assert recipe.model_config == {}
         prior = pretrained["model_config"]
         assert {k: v for k, v in network.items() if k not in from_data and k in prior} == {
@@ -58,8 +58,10 @@ def test_recipe_holds_the_settings_stored_in_the_shipped_checkpoint(name):
     if recipe.model == "score":
         assert recipe.process == ckpt["process"]
     elif recipe.model == "joint":
-        assert joint_fields(len(ckpt["elements"]), descriptors=recipe.config.get("descriptor_fields")).to_list() == \
-            fields_from_checkpoint(ckpt).to_list()
+        weights = tuple(recipe.config.get(f"weight_{k}", 1.0) for k in ("types", "coords", "lattice"))
+        expected = joint_fields(len(ckpt["elements"]), weights, descriptors=recipe.config.get("descriptor_fields"),
+                                grids=recipe.config.get("grid_fields"), grid_shapes=ckpt["model_config"].get("grid_fields"))
+        assert expected.to_list() == fields_from_checkpoint(ckpt).to_list()
     # the budget is the shipped run's length in steps; everything else is the stored loop config
     budget = {"max_steps": stored["step"], "max_time_s": None}
     assert recipe.config == {**stored["config"], **budget}
@@ -80,6 +82,14 @@ def test_each_recipe_runs_one_training_step(recipe, shared_data, tmp_path):
         recipe.write_text(json.dumps(copy))
         data_args = [str(shared_data / "electronic")] * 2
         skip = {"label_folders"}
+    elif (json.loads(recipe.read_text())["config"].get("grid_fields")
+          or json.loads(recipe.read_text())["config"].get("density_crystals")):  # density sets; no predicted folders
+        copy = json.loads(recipe.read_text())
+        copy["config"].update(label_folders=[], val_label_folders=[])
+        recipe = tmp_path / recipe.name
+        recipe.write_text(json.dumps(copy))
+        data_args = [str(shared_data / "electronic")] * 2
+        skip = {"label_folders", "val_label_folders"}
     elif json.loads(recipe.read_text())["config"].get("require_labels"):  # descriptor ablation: label folders
         copy = json.loads(recipe.read_text())  # no predicted folders here, and the few DFT crystals lack band gaps
         copy["config"].update(label_folders=[], val_label_folders=[], conditions=[])
