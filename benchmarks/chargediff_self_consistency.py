@@ -99,22 +99,36 @@ def label_density_on(generated: Structure, label: dict, tol: float = 0.01) -> np
                      f"generated ones within {tol} Angstrom")
 
 
+def predicted_density(predictor, structure: Structure) -> np.ndarray | None:
+    """The structure-only surrogate's density (``density-mp20``, e/Angstrom^3, 32^3 on ``structure``'s cell), or None
+    when the structure holds an element it never saw."""
+    from diffase.errors import UnknownElementError
+
+    try:
+        return predictor.predict(structure)
+    except UnknownElementError:
+        return None
+
+
 def structure_row(index: int, structure: Structure, rho_gen: np.ndarray, rho_ref: np.ndarray, vqvae,
-                  dft_seconds: float) -> dict:
+                  dft_seconds: float, predictor=None) -> dict:
     """One labelled crystal: errors of the generated density, of the VQ-VAE's reconstruction of the GPAW density
-    (the floor) and of the uniform density against GPAW's; electron counts (e) of generated and GPAW densities."""
+    (the floor), of the uniform density and (``predictor``) of the structure-only surrogate's density of the
+    generated structure against GPAW's; electron counts (e) of generated and GPAW densities."""
     recon = vqvae.reconstruct(torch.as_tensor(rho_ref, dtype=torch.float32)[None])[0].double().numpy()
     volume = structure.volume
+    surrogate = predicted_density(predictor, structure) if predictor is not None else None
     return {"sample": index, "formula": structure.formula, "atoms": len(structure), "volume": volume,
             "dft_seconds": dft_seconds, "generated": density_errors(rho_gen, rho_ref),
             "vqvae_floor": density_errors(recon, rho_ref),
             "uniform": density_errors(np.full_like(rho_ref, rho_ref.mean()), rho_ref),
+            "surrogate": None if surrogate is None else density_errors(surrogate, rho_ref),
             "electrons_generated": float(rho_gen.mean() * volume), "electrons_gpaw": float(rho_ref.mean() * volume)}
 
 
 def labelled_rows(pool: Path, folder: Path, settings: LabelSettings, n: int, max_atoms: int, vqvae,
                   retry_failed: bool = False, compute: bool = True,
-                  shard: tuple[int, int] = (0, 1)) -> tuple[list[dict], dict]:
+                  shard: tuple[int, int] = (0, 1), predictor=None) -> tuple[list[dict], dict]:
     """Label the pool's candidates into ``folder`` until ``n`` labels exist (module docstring, step 2) and return
     the :func:`structure_row` of each labelled crystal, with the counts of ``label_samples`` plus ``frames``."""
     samples = read_samples(pool)
@@ -127,23 +141,28 @@ def labelled_rows(pool: Path, folder: Path, settings: LabelSettings, n: int, max
     for sample, path in pairs:
         label, structure = read_label(path), generated[sample.index]
         rows.append(structure_row(sample.index, structure, generated_density(pool, sample.index),
-                                  label_density_on(structure, label), vqvae, float(label["dft_seconds"])))
+                                  label_density_on(structure, label), vqvae, float(label["dft_seconds"]),
+                                  predictor))
     return rows, {**counts, "frames": len(samples)}
 
 
 def summary(rows: list[dict]) -> dict:
-    """Mean and median of eps_msd and NMAE over ``rows`` for each of generated / vqvae_floor / uniform."""
+    """Mean and median of eps_msd and NMAE over ``rows`` for each of :data:`ROW_LABELS` that some row has."""
     out = {}
-    for key in ("generated", "vqvae_floor", "uniform"):
-        eps = np.array([r[key]["density_eps_msd"] for r in rows])
-        nmae = np.array([r[key]["density_nmae"] for r in rows])
-        out[key] = {"n": len(rows), "eps_msd_mean": float(eps.mean()), "eps_msd_median": float(np.median(eps)),
+    for key in ROW_LABELS:
+        known = [r[key] for r in rows if r.get(key) is not None]
+        if not known:
+            continue
+        eps = np.array([e["density_eps_msd"] for e in known])
+        nmae = np.array([e["density_nmae"] for e in known])
+        out[key] = {"n": len(known), "eps_msd_mean": float(eps.mean()), "eps_msd_median": float(np.median(eps)),
                     "nmae_mean": float(nmae.mean()), "nmae_median": float(np.median(nmae))}
     return out
 
 
 ROW_LABELS = {"generated": "generated density vs GPAW", "vqvae_floor": "VQ-VAE reconstruction of the GPAW density "
-              "(floor)", "uniform": "uniform density, GPAW's electron count"}
+              "(floor)", "uniform": "uniform density, GPAW's electron count",
+              "surrogate": "density-mp20's prediction for the generated structure (structures with known elements)"}
 
 
 def report_lines(r: dict) -> list[str]:
@@ -166,6 +185,8 @@ def report_lines(r: dict) -> list[str]:
              "| | structures | eps_msd mean | eps_msd median | NMAE mean | NMAE median |",
              "| --- | --- | --- | --- | --- | --- |"]
     for key, label in ROW_LABELS.items():
+        if key not in r["summary"]:
+            continue
         x = r["summary"][key]
         lines.append(f"| {label} | {x['n']} | {100 * x['eps_msd_mean']:.2f} % | {100 * x['eps_msd_median']:.2f} % | "
                      f"{100 * x['nmae_mean']:.2f} % | {100 * x['nmae_median']:.2f} % |")
@@ -217,10 +238,13 @@ def main(argv=None) -> int:
     made = generate_pool(model, pool, args.pool, args.max_atoms, args.seed, args.levels, args.batch_size)
     print(f"pool: {made} ({time.perf_counter() - t0:.0f} s in this call)")
 
+    from diffase.predictors.density_model import DensityPredictor
+
+    predictor = DensityPredictor.load("density-mp20")
     label_settings = LabelSettings.from_preset("fast", timeout=args.timeout)
     rows, counts = labelled_rows(pool, out / "labels", label_settings, args.n, args.max_atoms, vqvae,
                                  args.retry_failed, compute=not args.report_only,
-                                 shard=tuple(int(v) for v in args.shard.split("/")))
+                                 shard=tuple(int(v) for v in args.shard.split("/")), predictor=predictor)
     if not rows:
         print(f"no structure labelled ({counts})")
         return 1
