@@ -18,7 +18,8 @@ element groups, :mod:`diffase.data.element_groups`, ...), and the loop's ``known
   normalisations see only contrasts. Measured with ``vqvae-density``: uniform grids of 0.01 and 1.0 e/Angstrom^3
   encode to latents within 0.03 of each other (latent std 0.11) and both decode to 1.5e-4 e/Angstrom^3, whereas the
   ``channel-1d-z`` grids built here decode to 0.043 ("low") and 0.39 ("high") e/Angstrom^3 in the channel, 0.29 and
-  0.24 outside it. The known latent voxels are those values noised to
+  0.24 outside it; with ``vqvae-density-mp20`` (the default model's) the "low" channel decodes to 0.0039
+  e/Angstrom^3 (benchmarks/results/chargediff_inpainting.md). The known latent voxels are those values noised to
   each level and exactly those values at the end (in a crystal whose sampled cell was flipped to right-handed,
   at the flipped voxels; the region reported with the result is flipped alike).
 * ``"low"`` is :data:`LOW_DENSITY` = 0.01 e/Angstrom^3 and ``"high"`` :data:`HIGH_DENSITY` = 1.0 e/Angstrom^3,
