@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -55,7 +53,12 @@ from diffase.labeling.compare import density_errors
 from diffase.labeling.settings import LabelSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from joint_descriptor_gpaw import label_samples, read_samples, site_order
+from joint_descriptor_gpaw import (
+    gpaw_run_environment,
+    label_samples,
+    read_samples,
+    site_order,
+)
 from site_label_predictor import machine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,11 +219,7 @@ def main(argv=None) -> int:
                    "(M processes on one --out; then --report-only)")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
-    os.environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    os.nice(max(0, 10 - os.nice(0)))  # GPAW, a child process, inherits it
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    gpaw_run_environment()
     from diffase.generators import load_model
     from diffase.generators.descriptor_decoding import density_decoder
 

@@ -145,6 +145,16 @@ def failed_names(out: Path) -> set[str]:
     return names
 
 
+def gpaw_run_environment() -> None:
+    """Settings of a GPAW benchmark process: warnings off, one thread everywhere, nice 10 (inherited by the GPAW
+    child process), INFO logging with times."""
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    os.environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    os.nice(max(0, 10 - os.nice(0)))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+
 def label_samples(samples: list[Sample], out: Path, settings: LabelSettings, n: int, max_atoms: int,
                   retry_failed: bool = False, compute: bool = True, require_descriptor: bool = True,
                   shard: tuple[int, int] = (0, 1)) -> tuple[list[tuple[Sample, Path]], dict]:
@@ -394,11 +404,7 @@ def main(argv=None) -> int:
                    help="checkpoint whose grid the decoded DOS is on (an autoencoder, or a joint model holding one)")
     p.add_argument("--results", default=str(Path(__file__).resolve().parent / "results"))
     args = p.parse_args(argv)
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
-    os.environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    os.nice(max(0, 10 - os.nice(0)))  # GPAW, a child process, inherits it
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    gpaw_run_environment()
     model = args.model or Path(args.samples).resolve().parent.name
     start = time.perf_counter()
     header = f"{machine()}; GPAW on one thread at nice {os.nice(0)}"

@@ -23,7 +23,6 @@ from ase import Atoms
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
-from pymatgen.transformations.transformation_abc import AbstractTransformation
 
 from diffase.data.structures import MIN_DISTANCE, StructureLike, to_structure
 from diffase.errors import DiffaseError, InvalidStructureError, NoValidCandidateError
@@ -34,6 +33,7 @@ from diffase.generators.inpainting import (
     inpainting_record,
     prepare_hosts,
 )
+from diffase.generators.one_to_many import OneToManyTransformation
 from diffase.generators.voronoi import voronoi_insertion
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def _log_failure(method: str, err: Exception) -> None:
     log.warning("the %s half of the hybrid method failed (%s); ranking the other half's candidates", method, err)
 
 
-class InpaintIntercalantTransformation(AbstractTransformation):
+class InpaintIntercalantTransformation(OneToManyTransformation):
     """Insert guest atoms into a host and return the best candidates, ranked by MLIP energy.
 
     Args:
@@ -151,14 +151,6 @@ class InpaintIntercalantTransformation(AbstractTransformation):
     def __repr__(self) -> str:
         return (f"InpaintIntercalantTransformation(guest={self.guest!r}, count={self.count}, "
                 f"concentration={self.concentration}, method={self.method!r}, n_samples={self.n_samples})")
-
-    @property
-    def inverse(self):
-        return None
-
-    @property
-    def is_one_to_many(self) -> bool:
-        return True
 
     def _potential(self):
         from diffase.calculators import resolve_potential

@@ -50,20 +50,19 @@ arrays); the model loads on first use, so ``as_dict()`` never holds a network.
 from __future__ import annotations
 
 import numbers
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from pymatgen.core import Structure
-from pymatgen.transformations.transformation_abc import AbstractTransformation
 
 from diffase.data import fields as F
 from diffase.data.electronic.density import grid_in_cell, write_chgcar
 from diffase.data.electronic.regions import REGION_PRESETS, region_density, region_mask
 from diffase.data.structures import record_to_structure, to_structure
 from diffase.errors import NoValidCandidateError
+from diffase.generators.one_to_many import OneToManyTransformation, resolve_model
 
 #: e/Angstrom^3, the density of ``target="low"`` (module docstring: 1.4 % of the training grid points lie below).
 LOW_DENSITY = 0.01
@@ -75,7 +74,7 @@ BACKGROUND_DENSITY = 0.22
 NAMED_TARGETS = {"low": LOW_DENSITY, "high": HIGH_DENSITY}
 
 
-class ChargeGuidedGenerator(AbstractTransformation):
+class ChargeGuidedGenerator(OneToManyTransformation):
     """Generate crystals with their charge density, conditioned and/or around a density region (module docstring).
 
     Args:
@@ -118,24 +117,11 @@ class ChargeGuidedGenerator(AbstractTransformation):
         return (f"ChargeGuidedGenerator(n_samples={self.n_samples}, conditions={self.conditions}, region={region!r}, "
                 f"target={target!r}, guidance_scale={self.guidance_scale}, model={self.model!r})")
 
-    @property
-    def inverse(self):
-        return None
-
-    @property
-    def is_one_to_many(self) -> bool:
-        return True
-
     # --- the model and what it is given (loaded and checked once) ----------------------------------------------
     def joint_model(self):
         """The joint model, checked to generate the ``density_latent`` field and to know the conditions."""
         if "model" not in self._loaded:
-            if isinstance(self.model, (str, os.PathLike)):
-                from diffase.generators import load_model
-
-                model = load_model(self.model, self.device)
-            else:
-                model = self.model
+            model = resolve_model(self.model, self.device)
             if F.DENSITY_LATENT not in getattr(model, "descriptor_keys", ()):
                 name = getattr(model, "meta", {}).get("path") or type(model).__name__
                 raise ValueError(f"model {name} does not generate the charge density (no {F.DENSITY_LATENT!r} field); "

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from pymatgen.core import Element, Lattice, Structure
-from pymatgen.transformations.transformation_abc import AbstractTransformation
 
 from diffase.analysis.validity import structure_valid
 from diffase.data import fields as F
@@ -54,6 +53,7 @@ from diffase.data.structures import (
     to_structure,
 )
 from diffase.errors import InvalidStructureError, NoValidCandidateError
+from diffase.generators.one_to_many import OneToManyTransformation, resolve_model
 from diffase.runtime import child_seed
 
 #: ``node_condition["kind"]`` of a joint checkpoint conditioned on per-site DOS.
@@ -90,7 +90,7 @@ class Job:
     target: DOSTarget
 
 
-class DOSConditionedGenerator(AbstractTransformation):
+class DOSConditionedGenerator(OneToManyTransformation):
     """Generate crystals whose site DOS matches ``target`` and rank them by the surrogate's DOS similarity.
 
     Args:
@@ -139,24 +139,11 @@ class DOSConditionedGenerator(AbstractTransformation):
         return (f"DOSConditionedGenerator(sites={self.sites}, n_samples={self.n_samples}, "
                 f"guidance_scale={self.guidance_scale}, model={self.model!r}, t_start={self.t_start})")
 
-    @property
-    def inverse(self):
-        return None
-
-    @property
-    def is_one_to_many(self) -> bool:
-        return True
-
     # --- models and target (loaded once) ------------------------------------------------------------------
     def joint_model(self):
         """The conditional joint model, checked to be conditioned on site DOS."""
         if "model" not in self._loaded:
-            if isinstance(self.model, (str, os.PathLike)):
-                from diffase.generators import load_model
-
-                model = load_model(self.model, self.device)
-            else:
-                model = self.model
+            model = resolve_model(self.model, self.device)
             site_dos_condition(model)
             self._loaded["model"] = model
         return self._loaded["model"]
