@@ -86,17 +86,17 @@ def low_target(model, preset: str, width: float, density: float) -> tuple[np.nda
 
 # --- sampling, kept on disk -------------------------------------------------------------------------------
 def sample_set(model, path: Path, n: int, seed: int, levels: int, batch_size: int, conditions: dict | None,
-               guidance: float | None, known_grids: dict | None) -> dict:
+               guidance: float | None, known_grids: dict | None, resample: tuple[int, int] | None = None) -> dict:
     """``n`` samples as arrays in ``path`` (.npz): per sample ``valid``, ``num_atoms``, ``cell`` (3, 3) Angstrom,
     ``density`` (N, N, N) float32 e/Angstrom^3; all atoms' ``atomic_numbers`` and ``frac_coords`` concatenated;
-    ``seconds`` of sampling. Read back when the file exists."""
+    ``seconds`` of sampling. ``resample``: RePaint's (jump_length, n_resample). Read back when the file exists."""
     if path.exists():
         with np.load(path) as npz:
             return {k: npz[k] for k in npz.files}
     t0 = time.perf_counter()
     records = [r for batch in model.sample(n, conditions=conditions, guidance_scale=guidance if conditions else None,
                                            batch_size=batch_size, num_levels=levels, seed=seed,
-                                           known_grids=known_grids) for r in batch]
+                                           known_grids=known_grids, resample=resample) for r in batch]
     seconds = time.perf_counter() - t0
     arrays = {"valid": np.array([r["valid"] for r in records]),
               "num_atoms": np.array([len(r[F.ATOMIC_NUMBERS]) for r in records]),
@@ -248,8 +248,8 @@ def report_lines(result: dict) -> list[str]:
              f"{s['batch_size']}, conditions {s['conditions'] or 'none'} (guidance scale {s['guidance']}); region "
              f"width {s['width']} of each confined axis; target: {s['target_density']} e/A^3 in the region (the "
              "background density outside) encoded by the model's VQ-VAE as ChargeGuidedGenerator does, held on the "
-             "region's latent voxels; the unmasked set shares seeds, atom counts and "
-             "conditions. Fractions over all samples of a set (an invalid sample, a mask token left, fails every "
+             f"region's latent voxels; RePaint resampling of the masked sets: {s.get('resample') or 'none'}; the "
+             "unmasked set shares seeds, atom counts and conditions. Fractions over all samples of a set (an invalid sample, a mask token left, fails every "
              "test)."), "",
              ("Tests of the region mean density (measured on the region's points that stay in it under the sampler's "
              "handedness flip): **below target** = below the target density; **below unmasked median** = below the "
@@ -311,6 +311,8 @@ def main(argv=None) -> int:
     p.add_argument("--target-density", type=float, default=LOW_DENSITY, help="the 'low' target, e/Angstrom^3")
     p.add_argument("--chemsys", default="tm3d-oxide", help="chemsys_groups condition ('none' for no condition)")
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale of the condition")
+    p.add_argument("--resample", default=None, help="J,R: RePaint resampling of the masked sets (jump length J, R "
+                   "passes), as ChargeGuidedGenerator(resample=(J, R)); the unmasked set samples once")
     p.add_argument("--name", default="chargediff_inpainting", help="stem of the result files")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
@@ -325,7 +327,7 @@ def main(argv=None) -> int:
     settings = {"model": args.model, "n": args.n, "seed": args.seed, "levels": args.levels,
                 "batch_size": args.batch_size, "presets": args.presets, "width": args.width,
                 "target_density": args.target_density, "conditions": conditions,
-                "guidance": args.guidance if conditions else None}
+                "guidance": args.guidance if conditions else None, "resample": args.resample}
     info = machine()
     print(f"machine: {info}\nsettings: {settings}\nout: {out}")
     out.mkdir(parents=True, exist_ok=True)
@@ -346,7 +348,8 @@ def main(argv=None) -> int:
     for preset in args.presets:
         mask = region_mask(preset, vqvae.config.grid, width=args.width)
         latent, values = low_target(model, preset, args.width, args.target_density)
-        masked = sample_set(model, out / f"{preset}.npz", known_grids={F.DENSITY_LATENT: (latent, values)}, **kw)
+        masked = sample_set(model, out / f"{preset}.npz", known_grids={F.DENSITY_LATENT: (latent, values)},
+                            resample=tuple(int(v) for v in args.resample.split(",")) if args.resample else None, **kw)
         print(f"{preset}: {masked['seconds'] / args.n:.2f} s per sample")
         masked_li = li_rows(set_structures(masked), masked["density"], out / f"{preset}.li.jsonl",
                             CathodeSettings(region=preset, region_width=args.width))
