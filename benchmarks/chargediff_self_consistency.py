@@ -102,17 +102,6 @@ def label_density_on(generated: Structure, label: dict, tol: float = 0.01) -> np
                      f"generated ones within {tol} Angstrom")
 
 
-def predicted_density(predictor, structure: Structure) -> np.ndarray | None:
-    """The structure-only surrogate's density (``density-mp20``, e/Angstrom^3, 32^3 on ``structure``'s cell), or None
-    when the structure holds an element it never saw."""
-    from diffase.errors import UnknownElementError
-
-    try:
-        return predictor.predict(structure)
-    except UnknownElementError:
-        return None
-
-
 def structure_row(index: int, structure: Structure, rho_gen: np.ndarray, rho_ref: np.ndarray, vqvae,
                   dft_seconds: float, predictor=None) -> dict:
     """One labelled crystal: errors of the generated density, of the VQ-VAE's reconstruction of the GPAW density
@@ -120,7 +109,7 @@ def structure_row(index: int, structure: Structure, rho_gen: np.ndarray, rho_ref
     generated structure against GPAW's; electron counts (e) of generated and GPAW densities."""
     recon = vqvae.reconstruct(torch.as_tensor(rho_ref, dtype=torch.float32)[None])[0].double().numpy()
     volume = structure.volume
-    surrogate = predicted_density(predictor, structure) if predictor is not None else None
+    surrogate = predictor.predict_if_known(structure) if predictor is not None else None
     return {"sample": index, "formula": structure.formula, "atoms": len(structure), "volume": volume,
             "dft_seconds": dft_seconds, "generated": density_errors(rho_gen, rho_ref),
             "vqvae_floor": density_errors(recon, rho_ref),

@@ -84,6 +84,22 @@ def test_unconditional_and_conditional_runs_return_structures_and_densities(mode
         assert r["outside_mean_density"] == pytest.approx(outside.mean())
 
 
+def test_predict_density_adds_the_surrogate_density_of_each_generated_structure(model):
+    from diffase.predictors.density_model import DensityPredictor
+
+    g = ChargeGuidedGenerator(model=model, seed=1, predict_density="density-mp20", **FAST)
+    results = g.apply_transformation(None, return_ranked_list=True)
+    predictor = DensityPredictor.load("density-mp20")
+    for r in results:
+        expected = predictor.predict_if_known(r["structure"])
+        if expected is None:  # an element density-mp20 never saw (Na here)
+            assert r["predicted_density"] is None and "Na" in r["structure"].composition
+        else:
+            np.testing.assert_allclose(r["predicted_density"], expected)
+    assert "predicted_density" not in ChargeGuidedGenerator(model=model, seed=1, **FAST).candidates()[0]
+    assert predictor.predict_if_known(Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.5] * 3])) is None
+
+
 def test_a_template_keeps_its_atom_count_and_species(model):
     template = Structure(Lattice.cubic(4.0), ["Na", "Cl", "O"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.2, 0.3, 0.4]])
     g = ChargeGuidedGenerator(model=model, region="channel-1d-y", **FAST)

@@ -98,6 +98,13 @@ class DensityPredictor:
         defaults to the training labels' N (32)."""
         return self.predict_records([structure_to_record(structure)], grid)[0]["rho32"]
 
+    def predict_if_known(self, structure: Structure, grid: int | None = None) -> np.ndarray | None:
+        """:meth:`predict`, or None when ``structure`` holds an element the model never saw."""
+        try:
+            return self.predict(structure, grid)
+        except UnknownElementError:
+            return None
+
     def predict_records(self, records: Sequence[dict], grid: int | None = None) -> list[dict[str, np.ndarray]]:
         """Per crystal record: ``{"rho32": (N, N, N)}`` (see :meth:`predict`), one crystal at a time."""
         n = grid or self.grid
