@@ -168,7 +168,9 @@ def report_lines(r: dict) -> list[str]:
              f"**{c['labelled']}**; failed or timed out ({s['timeout_s']:.0f} s): {c['failed']}; passed over: "
              + (", ".join(f"{k}: {v}" for k, v in c["skipped"].items()) or "none")
              + (f". **Stopped short of {s['n']}**: {c['unlabelled_candidates']} candidates not labelled yet (resumable)."
-                if c["unlabelled_candidates"] else "."), "",
+                if c["unlabelled_candidates"] and c["labelled"] < s["n"] else
+                f"; {c['unlabelled_candidates']} candidate(s) among them not labelled (a shard's calculation stopped "
+                f"once the {s['n']}th label existed)." if c["unlabelled_candidates"] else "."), "",
              ("GPAW: `diffase label --preset fast` (PBE, LCAO dzp, h 0.2 A, spin-paired) on the generated geometry "
              "(unrelaxed, in its Niggli-reduced cell); rho32 = GPAW's pseudo-density Fourier-regridded to 32^3, the "
              "kind of density the model was trained on. Both densities on the 32^3 grid of the generated cell (the label's grid mapped exactly, "
