@@ -95,8 +95,7 @@ def table_lines(rows: dict[str, dict]) -> list[str]:
     if not present:
         raise ValueError("no rows to tabulate")
     control = rows[present[0]]
-    some = rows[present[0]]
-    s = some["settings"]
+    s = control["settings"]
     lines = ["# ChargeDIFF ablation (issue 12): AXL vs AXLC on the same crystals and budget", "",
              f"{s['n']} samples per model, seed {s['seed']} (the same for both), {s['levels']} sampling levels, "
              f"conditions {s['conditions'] or 'none (unconditional)'}"
@@ -123,7 +122,7 @@ def table_lines(rows: dict[str, dict]) -> list[str]:
               f"relaxation (FIRE, fmax 0.1 eV/A, <= {s['relax_steps']} steps) of every structurally valid sample (a cell "
               f"below {MIN_VOLUME_PER_ATOM} A^3/atom counts unstable without one), against MP elemental references + "
               "CHGNet single points of the MP-20 train + validation crystals in the same chemical systems (optimistic: "
-              "phases outside MP-20 are missing); sun = stable, unique and novel. Machine: " + some["machine"] + ".", ""]
+              "phases outside MP-20 are missing); sun = stable, unique and novel. Machine: " + control["machine"] + ".", ""]
     return lines
 
 

@@ -19,7 +19,7 @@ import torch
 
 from diffase.data import fields as F
 from diffase.data.electronic.density_sets import (
-    read_density_set,
+    read_density_sets,
     reduced_density_record,
 )
 from diffase.generators.descriptor_decoding import VQVAE_ENTRY
@@ -42,39 +42,21 @@ class DensityLatents:
 
     def load(self, folders: str | Path | Sequence[str | Path], *, exclude: Sequence[str] = (),
              only: Sequence[str] | None = None, limit: int | None = None) -> tuple[list[dict], list[str], dict]:
-        """Records (Niggli-reduced, with ``density_latent``), names and counts of the density sets ``folders``
-        (read in order, predicted densities included; a name read from an earlier folder is not read again: list
-        DFT folders first). ``exclude``: names never read; ``only``: read only these; ``limit``: at most this
-        many records. Counts: ``{"sources": {"dft": n, "<predictor>": n}, "excluded": n, "duplicates": n,
-        "folders": {folder: n read}}``."""
-        folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
-        excluded, wanted = set(exclude), None if only is None else set(only)
-        records, names, seen = [], [], set()
-        counts = {"sources": {}, "excluded": 0, "duplicates": 0, "folders": {}}
-        for folder in folders:
-            n_read = 0
-            for entry in read_density_set(folder, grid=self.vqvae.config.grid, predicted=True):
-                if limit is not None and len(records) >= limit:
-                    break
-                if entry.name in excluded or (wanted is not None and entry.name not in wanted):
-                    counts["excluded"] += entry.name in excluded
-                    continue
-                if entry.name in seen:
-                    counts["duplicates"] += 1
-                    continue
-                record = reduced_density_record(entry)
-                rho = torch.as_tensor(record.pop(F.CHARGE_DENSITY), dtype=torch.float32).unsqueeze(0)
-                record[F.DENSITY_LATENT] = self.vqvae.encode_field(rho)[0].numpy()
-                record["label_source"] = entry.source
-                counts["sources"][entry.source] = counts["sources"].get(entry.source, 0) + 1
-                records.append(record)
-                names.append(entry.name)
-                seen.add(entry.name)
-                n_read += 1
-            counts["folders"][str(folder)] = n_read
-        if not records:
-            raise ValueError(f"no density read from {', '.join(map(str, folders))} ({counts['excluded']} held out)")
-        return records, names, counts
+        """Records (Niggli-reduced, with ``density_latent``), names and counts of the density sets ``folders``, as
+        :func:`~diffase.data.electronic.density_sets.read_density_sets` selects them (``exclude``, ``only``,
+        ``limit``; each material once, predicted densities included and counted by source)."""
+        entries, counts = read_density_sets(folders, grid=self.vqvae.config.grid, exclude=exclude, only=only,
+                                            limit=limit)
+        if not entries:
+            raise ValueError(f"no density read from {', '.join(counts['folders'])} ({counts['excluded']} held out)")
+        records = []
+        for entry in entries:
+            record = reduced_density_record(entry)
+            rho = torch.as_tensor(record.pop(F.CHARGE_DENSITY), dtype=torch.float32).unsqueeze(0)
+            record[F.DENSITY_LATENT] = self.vqvae.encode_field(rho)[0].numpy()
+            record["label_source"] = entry.source
+            records.append(record)
+        return records, [e.name for e in entries], counts
 
     def checkpoint_entries(self) -> dict:
         """Entries for the joint checkpoint: the VQ-VAE that encoded (and will decode) the latents."""

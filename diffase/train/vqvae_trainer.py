@@ -8,8 +8,8 @@ a random whole number of grid points along each axis (a translation of the cryst
 honest augmentation; validation is not rolled). ``train_folders`` add densities that only train (e.g. predicted by
 density-mp20; never a material of the validation or test part; counted by source in the checkpoint). Loss per
 batch: mean |x_rec - x| on ChargeDIFF's log scale plus the quantiser's codebook + commitment loss, optionally plus
-``weight_eps_msd`` x the eps_msd of the linear density (the held-out metric). The loop (EMA, checkpoints, resume, best by validation loss) is
-:func:`diffase.train.loop.train_loop`; after it ``best.pt`` is scored on the test materials
+``weight_eps_msd`` x the eps_msd of the linear density (the held-out metric). The loop (EMA, checkpoints, resume,
+best by validation loss) is :func:`diffase.train.loop.train_loop`; after it ``best.pt`` is scored on the test materials
 (:func:`reconstruction_table`) and the table is stored in it (``held_out``) and in ``held_out.json``.
 """
 
@@ -25,7 +25,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from diffase.data.electronic.density_sets import DensityEntry, read_density_set
+from diffase.data.electronic.density_sets import (
+    DensityEntry,
+    read_density_set,
+    read_density_sets,
+)
 from diffase.labeling.compare import density_errors
 from diffase.nn.vqvae3d import DensityVQVAE, VQVAE3DConfig, codebook_usage
 from diffase.predictors.split import refuse_changed_split, split_by_material
@@ -135,20 +139,6 @@ def split_densities(entries: Sequence[DensityEntry], config: VQVAETrainConfig) -
     return {part: [e for e, p in zip(entries, parts) if p == part] for part in ("train", "val", "test")}
 
 
-def extra_training_densities(folders: Sequence[str | Path], grid: int, held_out: set[str],
-                             already: set[str]) -> list[DensityEntry]:
-    """Densities of ``folders`` (predicted ones included) to train on besides the split's training part: a
-    material of ``held_out`` (the split's validation and test names) is never read, one in ``already`` or an
-    earlier folder once."""
-    seen, extra = set(already), []
-    for folder in folders:
-        for entry in read_density_set(folder, grid=grid, predicted=True):
-            if entry.name not in held_out and entry.name not in seen:
-                extra.append(entry)
-                seen.add(entry.name)
-    return extra
-
-
 def train_vqvae(
     data: str | Path,
     out_dir: str | Path,
@@ -168,8 +158,9 @@ def train_vqvae(
     entries = read_density_set(data, grid=net_config.grid)
     split = split_densities(entries, config)
     names = {part: [e.name for e in split[part]] for part in split}
-    extra = extra_training_densities(config.train_folders, net_config.grid, {*names["val"], *names["test"]},
-                                     set(names["train"]))
+    # train-only densities: never a validation or test material, nor one the split already trains on
+    extra, _ = read_density_sets(config.train_folders, grid=net_config.grid,
+                                 exclude={*names["val"], *names["test"], *names["train"]})
     state = read_resume_state(out_dir)
     refuse_changed_split(state, names, out_dir, data)
     if state is not None:

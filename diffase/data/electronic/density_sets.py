@@ -9,7 +9,8 @@ the fractional points ``(i/N, j/N, k/N)`` of the structure's stored cell, as :mo
   to N^3 by :func:`~diffase.data.electronic.density.regrid`, which keeps the electron count;
 * :func:`read_anchor_layout`: ChargeDIFF's layout, ``structure/{split}.csv`` (``material_id``, ``cif`` columns) and
   ``charge_density/<material_id>.npy`` (an N^3 array per material);
-* :func:`read_density_set` picks one of the three from what the folder holds.
+* :func:`read_density_set` picks one of the three from what the folder holds; :func:`read_density_sets` reads
+  several folders, each material once.
 
 :func:`reduced_density_record` turns an entry into the crystal record the joint pipeline trains on: the structure in
 its Niggli-reduced cell and the density regridded exactly onto that cell.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import csv
 import gzip
 import warnings
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,6 +160,37 @@ def read_density_set(path: str | Path, *, split: str = "train", grid: int = DEFA
                          f"{next(e.rho.shape for e in entries if e.name == wrong[0])}); regrid them "
                          "(diffase.data.electronic.density.regrid)")
     return entries
+
+
+def read_density_sets(folders: str | Path | Sequence[str | Path], *, grid: int = DEFAULT_GRID,
+                      exclude: Collection[str] = (), only: Collection[str] | None = None,
+                      limit: int | None = None) -> tuple[list[DensityEntry], dict]:
+    """The densities of several density sets (:func:`read_density_set` each, predicted densities included), read in
+    order, each material once: a name read from an earlier folder is not read again (list DFT folders first).
+    ``exclude``: names never read; ``only``: read only these; ``limit``: at most this many entries. Returns the
+    entries and counts ``{"sources": {"dft": n, "<predictor>": n}, "excluded": n, "duplicates": n, "folders":
+    {folder: n read}}``."""
+    folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
+    excluded, wanted = set(exclude), None if only is None else set(only)
+    entries, seen = [], set()
+    counts = {"sources": {}, "excluded": 0, "duplicates": 0, "folders": {}}
+    for folder in folders:
+        n_read = 0
+        for entry in read_density_set(folder, grid=grid, predicted=True):
+            if limit is not None and len(entries) >= limit:
+                break
+            if entry.name in excluded or (wanted is not None and entry.name not in wanted):
+                counts["excluded"] += entry.name in excluded
+                continue
+            if entry.name in seen:
+                counts["duplicates"] += 1
+                continue
+            counts["sources"][entry.source] = counts["sources"].get(entry.source, 0) + 1
+            entries.append(entry)
+            seen.add(entry.name)
+            n_read += 1
+        counts["folders"][str(folder)] = n_read
+    return entries, counts
 
 
 def reduced_density_record(entry: DensityEntry) -> dict:
