@@ -67,36 +67,40 @@ def test_recipe_holds_the_settings_stored_in_the_shipped_checkpoint(name):
     assert recipe.config == {**stored["config"], **budget}
 
 
+# recipe keys naming extra data folders: predicted labels made by `diffase predict-labels` into the ignored runs/,
+# which a fresh checkout (CI) does not have; the one-step test trains on the shared DFT folder alone
+PREDICTED_FOLDER_KEYS = ("label_folders", "val_label_folders", "train_folders")
+
+
+def _without_predicted_folders(recipe, tmp_path, drop_conditions=False):
+    """A copy of ``recipe`` in ``tmp_path`` with its predicted-folder keys emptied; returns (path, keys changed)."""
+    copy = json.loads(recipe.read_text())
+    skip = {k for k in PREDICTED_FOLDER_KEYS if k in copy["config"]}
+    copy["config"].update({k: [] for k in skip})
+    if drop_conditions:
+        copy["config"]["conditions"] = []
+        skip.add("conditions")
+    path = tmp_path / recipe.name
+    path.write_text(json.dumps(copy))
+    return path, skip
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
 def test_each_recipe_runs_one_training_step(recipe, shared_data, tmp_path):
     data = str(shared_data / "mp20" / "train.csv.gz")  # validation on training rows: only elements it saw
+    stored = json.loads(recipe.read_text())
     skip = set()
-    # a label folder (a density folder for the VQ-VAE), split by material inside
-    if json.loads(recipe.read_text())["model"] in ("site-labels", "dos-autoencoder", "density", "vqvae"):
+    if stored["model"] in ("site-labels", "dos-autoencoder", "density", "vqvae"):
+        # a label folder (a density folder for the VQ-VAE), split by material inside
+        recipe, skip = _without_predicted_folders(recipe, tmp_path)
         data_args = [str(shared_data / "electronic")]
-    elif (json.loads(recipe.read_text())["config"].get("node_condition")
-          or json.loads(recipe.read_text())["model"] == "dos-regressor"):  # label folders; no predicted folder here
-        copy = json.loads(recipe.read_text())
-        copy["config"]["label_folders"] = []
-        recipe = tmp_path / recipe.name
-        recipe.write_text(json.dumps(copy))
+    elif (stored["config"].get("node_condition") or stored["model"] == "dos-regressor"
+          or stored["config"].get("grid_fields") or stored["config"].get("density_crystals")):
+        recipe, skip = _without_predicted_folders(recipe, tmp_path)  # label folders or density sets
         data_args = [str(shared_data / "electronic")] * 2
-        skip = {"label_folders"}
-    elif (json.loads(recipe.read_text())["config"].get("grid_fields")
-          or json.loads(recipe.read_text())["config"].get("density_crystals")):  # density sets; no predicted folders
-        copy = json.loads(recipe.read_text())
-        copy["config"].update(label_folders=[], val_label_folders=[])
-        recipe = tmp_path / recipe.name
-        recipe.write_text(json.dumps(copy))
+    elif stored["config"].get("require_labels"):  # descriptor ablation: the few DFT crystals lack band gaps
+        recipe, skip = _without_predicted_folders(recipe, tmp_path, drop_conditions=True)
         data_args = [str(shared_data / "electronic")] * 2
-        skip = {"label_folders", "val_label_folders"}
-    elif json.loads(recipe.read_text())["config"].get("require_labels"):  # descriptor ablation: label folders
-        copy = json.loads(recipe.read_text())  # no predicted folders here, and the few DFT crystals lack band gaps
-        copy["config"].update(label_folders=[], val_label_folders=[], conditions=[])
-        recipe = tmp_path / recipe.name
-        recipe.write_text(json.dumps(copy))
-        data_args = [str(shared_data / "electronic")] * 2
-        skip = {"label_folders", "val_label_folders", "conditions"}
     else:
         data_args = [data, data, "--limit-train", "8", "--max-val", "4"]
     code = main(["train", *data_args, "--recipe", str(recipe), "--out", str(tmp_path / "run"), "--max-steps", "1",
