@@ -14,7 +14,7 @@ from diffase.analysis.li_network import anion_coordination, network_dimensionali
 from diffase.cli import main
 from diffase.data.electronic.regions import region_density, region_mask
 from diffase.errors import DisorderedStructureError, InvalidStructureError, SettingsMismatchError
-from diffase.workflows.cathode import cathode_screen, screen_item
+from diffase.workflows.cathode import best_hop, cathode_screen, relax_host, screen_item
 from diffase.workflows.cathode_settings import CathodeSettings
 from diffase.workflows.li_insertion import insert_at_density_minima
 
@@ -153,6 +153,43 @@ def test_resume_skips_done_items(labels, tmp_path):
     with pytest.raises(SettingsMismatchError, match="li_li_cutoff"):
         cathode_screen(items(), tmp_path, CathodeSettings(li_li_cutoff=3.5), n_neb=0, calculator=ZeroCalculator())
     assert json.loads((tmp_path / "settings.json").read_text())["li_li_cutoff"] == 4.0
+
+
+def test_relax_host_screens_the_relaxed_host_with_its_predicted_density(labels, tmp_path):
+    from diffase.predictors.density_model import DensityPredictor
+
+    settings = CathodeSettings(relax_host=True)
+    rows = cathode_screen([(e.name, e.structure, e.rho) for e in labels], tmp_path, settings, n_neb=0,
+                          calculator=ZeroCalculator(), say=lambda _: None)
+    oxide, other = rows
+    assert oxide["host_relax_converged"] is True and oxide["host_volume_change"] == pytest.approx(0.0)
+    assert [p.name for p in (tmp_path / "hosts").iterdir()] == [f"{labels[0].name}.cif"]  # O2 is no target
+    assert other["host_relax_converged"] is None and "transition-metal" in other["reason"]
+    # the screen saw density-mp20's density of the (unchanged) host, not the label's DFT density
+    predicted = DensityPredictor.load("density-mp20").predict(labels[0].structure)
+    mask = region_mask(settings.region, predicted.shape, width=settings.region_width)
+    screened = json.loads((tmp_path / "screened.jsonl").read_text().splitlines()[0])
+    assert screened["region_density_ratio"] == pytest.approx(region_density(predicted, mask)["region_density_ratio"])
+    assert screened["region_density_ratio"] != pytest.approx(
+        region_density(labels[0].rho, mask)["region_density_ratio"], rel=1e-6)
+    assert json.loads((tmp_path / "settings.json").read_text())["relax_host"] is True
+
+
+def test_relax_host_drops_a_host_the_density_model_does_not_know(labels):
+    class Unknown:  # a density model that knows none of the host's elements
+        def predict_if_known(self, structure):
+            return None
+
+    row, host, rho = relax_host(labels[0].structure, CathodeSettings(relax_host=True), ZeroCalculator(), Unknown())
+    assert host is None and rho is None and "density-mp20 knows no density" in row["reason"]
+    assert row["host_relax_converged"] is True
+
+
+def test_best_hop_is_the_hop_with_the_smallest_largest_climb():
+    hops = [{"hop_length": 2.4, "barrier": 0.0, "delta_energy": -1.3, "converged": True, "energies": [0, -0.6, -1.3]},
+            {"hop_length": 3.1, "barrier": 0.5, "delta_energy": 0.0, "converged": False, "energies": [0, 0.5, 0]}]
+    assert best_hop(hops) == {"barrier": 0.5, "delta_energy": 0.0, "limiting_barrier": 0.5, "saddle": True,
+                              "hop_length": 3.1, "converged": False}
 
 
 def test_bad_items_and_settings(tmp_path):

@@ -11,6 +11,7 @@ from pymatgen.core import Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from diffase.simulate import neb_barrier, plot_neb, supercell_repeats, vacancy_hops
+from diffase.simulate.neb import has_saddle, limiting_barrier
 
 pytest.importorskip("chgnet")
 pytest.importorskip("pymatgen.analysis.diffusion")
@@ -46,8 +47,20 @@ def test_li2o_vacancy_barrier_and_climbing_image(li2o_primitive, tmp_path):
     # the climbing image sits at the top of the band: the force-consistent spline peaks there, not between images
     assert result.fit_energies.max() <= result.energies[result.climbing_index] + 1e-3
     assert result.energies[0] == 0.0 and abs(result.delta_energy) < 0.02  # symmetric hop
+    assert result.has_saddle and result.limiting_barrier == pytest.approx(result.barrier, abs=0.02)
     png = plot_neb(result, tmp_path / "neb.png")
     assert png.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("energies, limiting, saddle", [
+    ([0.0, 0.3, 0.0], 0.3, True),          # a symmetric hop: the forward barrier
+    ([0.0, 0.5, -0.4], 0.9, True),         # ends 0.4 eV lower: the way back climbs 0.9 eV
+    ([0.0, -0.6, -1.3], 1.3, False),       # only falls (a forward 'barrier' of 0): the sites differ by 1.3 eV
+    ([0.0, 0.2, 0.3], 0.3, False),         # only climbs to a less stable site
+    ([0.0, -0.09, -0.08, 0.005], 0.095, False),  # dips to an intermediate minimum first
+])
+def test_limiting_barrier_and_saddle(energies, limiting, saddle):
+    assert limiting_barrier(energies) == pytest.approx(limiting) and has_saddle(energies) is saddle
 
 
 @pytest.mark.slow

@@ -76,6 +76,11 @@ def register(sub) -> None:
     p.add_argument("--relax-steps", type=int, default=d.relax_steps,
                    help=f"FIRE steps per relaxation (default {d.relax_steps})")
     p.add_argument("--fmax", type=float, default=d.fmax, help="relaxation force threshold, eV/A (default 0.1)")
+    p.add_argument("--relax-host", action="store_true",
+                   help="relax each host with the MLIP before inserting Li and take its density from "
+                        "--host-density-model (as ChargeDIFF relaxes generated crystals and recomputes the density)")
+    p.add_argument("--host-density-model", default=d.host_density_model,
+                   help=f"structure -> density model for --relax-host (default {d.host_density_model})")
     p.add_argument("--calculator", default="chgnet", help="MLIP: chgnet (default) or mattersim")
     p.add_argument("--out", required=True, help="output folder (re-run to resume)")
     p.add_argument("--device", default="cpu")
@@ -143,7 +148,8 @@ def run(args) -> int:
         max_avg_density=args.max_avg_density, min_host_distance=args.min_host_distance,
         min_li_distance=args.min_li_distance, max_li=args.max_li, relax_steps=args.relax_steps, fmax=args.fmax,
         neb_hops=args.neb_hops, neb_min_length=args.neb_min_length, neb_steps=args.neb_steps,
-        neb_fmax=args.neb_fmax, neb_images=args.neb_images)
+        neb_fmax=args.neb_fmax, neb_images=args.neb_images, relax_host=args.relax_host,
+        host_density_model=args.host_density_model)
     if args.generate is None and not args.inputs:
         raise ValueError("give input folders, or --generate N to generate the crystals")
     # every check before the output folder exists
@@ -160,5 +166,7 @@ def run(args) -> int:
           f"{Path(args.out) / 'results.csv'}")
     for r in sorted((r for r in rows if r["barrier"] is not None), key=lambda r: r["neb_rank"]):
         print(f"  {r['neb_rank']}. {r['name']} {r['formula']}: {r['relaxed_li_dimensionality']}D Li network, "
-              f"barrier {r['barrier']:.3f} eV ({r['hop_length']:.2f} A hop)")
+              f"barrier {r['barrier']:.3f} eV, largest climb {r['limiting_barrier']:.3f} eV"
+              f"{'' if r['saddle'] else ' (no saddle: the sites differ by ' + format(r['delta_energy'], '+.3f') + ' eV)'}"
+              f" ({r['hop_length']:.2f} A hop, converged {r['neb_converged']})")
     return 0 if survivors else 1

@@ -5,7 +5,8 @@ most 10, shortest first; pymatgen-analysis-diffusion's ``DistinctPathFinder``), 
 given cell repeated along each axis until every lattice length is >= 10 Angstrom, one ``species`` atom
 removed at the hop's end (the vacancy), both endpoints relaxed first (positions, cell fixed), 7 images
 interpolated by IDPP, then a climbing-image NEB (``ase.mep.NEB``) optimised with FIRE. The barrier is the
-highest image energy minus the initial endpoint energy.
+highest image energy minus the initial endpoint energy; between sites that are not symmetry copies the endpoints
+differ, and :func:`limiting_barrier` (the larger climb of either direction) and :func:`has_saddle` say what the band means.
 
 Pass a relaxed structure: the cell is kept as given.
 """
@@ -36,7 +37,8 @@ class NEBResult:
 
     ``energies``/``path``: the images, endpoints included, (n_images + 2,), ``path`` being the distance along
     the band. ``fit_path``/``fit_energies``: ASE's force-consistent spline through them (for plots).
-    ``barrier``: highest image minus initial endpoint; ``delta_energy``: final minus initial endpoint.
+    ``barrier``: highest image minus initial endpoint; ``delta_energy``: final minus initial endpoint;
+    ``limiting_barrier`` and ``has_saddle``: see the functions of those names.
     """
 
     hop: str
@@ -56,6 +58,31 @@ class NEBResult:
     @property
     def n_atoms(self) -> int:
         return len(self.images[0])
+
+    @property
+    def limiting_barrier(self) -> float:
+        return limiting_barrier(self.energies)
+
+    @property
+    def has_saddle(self) -> bool:
+        return has_saddle(self.energies)
+
+
+def limiting_barrier(energies: Sequence[float]) -> float:
+    """Highest minus lowest image energy (eV) of a band (endpoints included): the largest climb met crossing the
+    band in one direction or the other. The forward barrier when the endpoints are symmetry copies and the lowest
+    points; larger when the hop ends lower (the way back climbs more) or the band dips to an intermediate minimum
+    (an unrelaxed endpoint, or a stable site between the two)."""
+    e = np.asarray(energies, dtype=float)
+    return float(e.max() - e.min())
+
+
+def has_saddle(energies: Sequence[float]) -> bool:
+    """True when the highest image lies strictly between the endpoints: the band crosses a saddle. False for a
+    band that only climbs (or falls) from one site to a less (more) stable one, whose 'barrier' is the sites'
+    energy difference."""
+    e = np.asarray(energies, dtype=float)
+    return bool(e[1:-1].max(initial=-np.inf) > max(e[0], e[-1]))
 
 
 def vacancy_hops(structure: StructureLike, species: str = "Li", *, max_hop_length: float = 4.0,
@@ -112,7 +139,8 @@ def neb_barrier(hop, calculator: str | Calculator | MLIP = "chgnet", *, n_images
     images = [first] + [first.copy() for _ in range(n_images)] + [last]
     for image in images:
         image.calc = get_calculator(potential)
-    band = NEB(images, k=spring, climb=climb, allow_shared_calculator=isinstance(potential, Calculator))
+    band = NEB(images, k=spring, climb=climb, method="improvedtangent",
+               allow_shared_calculator=isinstance(potential, Calculator))
     band.interpolate(method="idpp", mic=True)
     opt = FIRE(band, logfile=None)
     converged = bool(opt.run(fmax=fmax, steps=steps))
@@ -151,7 +179,8 @@ def plot_neb(results: NEBResult | Sequence[NEBResult], path: str | Path, *, titl
     for k, r in enumerate(results):
         color = f"C{k % 10}"
         ax.plot(r.fit_path, r.fit_energies, "-", color=color,
-                label=f"hop {k}: {r.hop_length:.2f} A, Ea = {r.barrier:.2f} eV")
+                label=f"hop {k}: {r.hop_length:.2f} A, Ea = {r.barrier:.2f} eV, dE = {r.delta_energy:+.2f} eV"
+                      + ("" if r.has_saddle else ", no saddle"))
         ax.plot(r.path, r.energies, "o", color=color)
         if r.climbing_index is not None:
             ax.plot(r.path[r.climbing_index], r.energies[r.climbing_index], "o", ms=12, mfc="none", color=color)

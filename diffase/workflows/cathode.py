@@ -8,6 +8,9 @@ readers return), ``(name, Structure, rho)`` triples or ``(Structure, rho)`` pair
 generator's output. Items are screened one by one as they arrive; each stage appends to its own file as soon as a
 piece is done:
 
+0. with ``relax_host`` (off by default), each target chemistry's host is first relaxed with the MLIP and its
+   density taken from ``host_density_model`` on the relaxed host (:func:`relax_host`) -> ``hosts/<name>.cif``; the
+   screen below then runs on that host and density;
 1. screen (:func:`screen_item`): target chemistry (a transition metal and ``anion``), the density's mean inside and
    outside the ``region`` (a :mod:`~diffase.data.electronic.regions` preset: the channel a generator was asked to
    keep low), Li at the density minima (:mod:`~diffase.workflows.li_insertion`), the Li sites whose O count within
@@ -56,10 +59,11 @@ from diffase.workflows.cathode_settings import CathodeSettings
 from diffase.workflows.li_insertion import IonInsertion, insert_at_density_minima
 
 #: Columns of ``results.csv`` / ``results.md`` (energies eV/atom, barriers eV, densities e/Angstrom^3).
-TABLE_COLUMNS = ("name", "formula", "n_atoms", "target_chemistry", "region_density_ratio", "n_groups", "n_li",
+TABLE_COLUMNS = ("name", "formula", "n_atoms", "target_chemistry", "host_relax_converged", "host_volume_change",
+                 "region_density_ratio", "n_groups", "n_li",
                  "n_li_kept", "li_coordinations", "li_dimensionality_all", "li_dimensionality", "survivor",
                  "energy_per_atom", "relaxed_li_dimensionality", "relax_converged", "neb_rank", "barrier",
-                 "hop_length", "neb_converged", "reason")
+                 "delta_energy", "limiting_barrier", "saddle", "hop_length", "neb_converged", "reason")
 
 
 def density_items(items: Iterable) -> Iterator[tuple[str, Structure, np.ndarray]]:
@@ -136,6 +140,30 @@ def screen_item(name: str, structure: Structure, rho: np.ndarray,
     return {**row, "survivor": True}, kept_insertion
 
 
+def relax_host(structure: Structure, settings: CathodeSettings, potential,
+               density_model) -> tuple[dict, Structure | None, np.ndarray | None]:
+    """Stage 0 on one host (module docstring): its row fields (``host_energy_per_atom`` eV/atom,
+    ``host_relax_converged``, ``host_volume_change`` as a fraction of the input volume, ``host_max_displacement``
+    Angstrom), the relaxed host and its density (e/Angstrom^3, ``density_model``'s grid); None and None with a
+    ``reason`` when the relaxation refuses the crystal or the density model does not know one of its elements."""
+    from diffase.simulate.relax import relax
+
+    try:
+        result = relax(structure, potential, fmax=settings.fmax, steps=settings.relax_steps, optimizer="FIRE",
+                       relax_cell=True)
+    except (InvalidStructureError, ValueError) as err:  # overlapping atoms
+        return {"reason": f"host relaxation refused: {err}"}, None, None
+    host = result.structure
+    row = {"host_energy_per_atom": result.final_energy_per_atom, "host_relax_converged": result.converged,
+           "host_volume_change": host.volume / structure.volume - 1.0,
+           "host_max_displacement": result.max_displacement}
+    rho = density_model.predict_if_known(host)
+    if rho is None:
+        return {**row, "reason": f"{settings.host_density_model} knows no density for an element of "
+                                 f"{host.composition.reduced_formula}"}, None, None
+    return row, host, rho
+
+
 def _counts(values) -> str:
     return "- or ".join(str(v) for v in values)
 
@@ -169,13 +197,14 @@ def cathode_settings_record(settings: CathodeSettings, calculator) -> dict:
 
 
 def screen_and_relax(items: Iterable, out: Path, settings: CathodeSettings, potential_factory: Callable,
-                     say: Callable[[str], None]) -> None:
-    """Stages 1-2, item by item as the iterable yields them (module docstring)."""
+                     say: Callable[[str], None], density_model_factory: Callable | None = None) -> None:
+    """Stages 0-2, item by item as the iterable yields them (module docstring); ``density_model_factory`` gives
+    the host density model of ``relax_host``."""
     screened = {r["name"]: r for r in _lines(out / "screened.jsonl")}
     relaxed = {r["name"] for r in _lines(out / "relaxed.jsonl")}
     if screened:
         say(f"resuming: {len(screened)} item(s) already screened, {len(relaxed)} relaxed")
-    for sub in ("lithiated", "relaxed", "plots"):
+    for sub in ("hosts", "lithiated", "relaxed", "plots"):
         (out / sub).mkdir(exist_ok=True)
     for name, structure, rho in density_items(items):
         sha = item_fingerprint(structure, rho)
@@ -184,14 +213,27 @@ def screen_and_relax(items: Iterable, out: Path, settings: CathodeSettings, pote
             raise SettingsMismatchError(f"{out} screened an item named {name} with other content before; give "
                                         "distinct names or use a new output folder")
         if row is None:
-            row, insertion = screen_item(name, structure, rho, settings)
+            host: dict = {}
+            if settings.relax_host and is_target_chemistry(structure, settings.anion):
+                host, relaxed_host, rho = relax_host(structure, settings, potential_factory(),
+                                                     density_model_factory())
+                if relaxed_host is not None:
+                    structure = relaxed_host
+                    structure.to(filename=str(out / "hosts" / f"{name}.cif"))
+            if "reason" in host:
+                row, insertion = {"name": name, "formula": structure.composition.reduced_formula,
+                                  "n_atoms": len(structure), "target_chemistry": True, "survivor": False,
+                                  **host}, None
+            else:
+                row, insertion = screen_item(name, structure, rho, settings)
+                row.update(host)
             row["input_sha256"] = sha
             if insertion is not None and insertion.sites:
                 insertion.structure.to(filename=str(out / "lithiated" / f"{name}.cif"))
                 row["cif"] = f"lithiated/{name}.cif"
                 plot_ion_network(insertion.structure, out / "plots" / f"{name}-li-network.png",
                                  species=settings.species, cutoff=settings.li_li_cutoff)
-            if row["target_chemistry"]:
+            if row["target_chemistry"] and rho is not None:
                 first = insertion.sites[0].frac_coords if insertion is not None and insertion.sites else None
                 density_picture(insertion.structure if insertion is not None else structure, rho, settings,
                                 out / "plots" / f"{name}-density.png", first)
@@ -257,17 +299,29 @@ def neb_stage(out: Path, settings: CathodeSettings, n_neb: int, potential_factor
         except (InvalidStructureError, ValueError) as err:  # no hop shorter than the cutoff after relaxation
             row["error"] = str(err)
         else:
-            best = min(results, key=lambda x: x.barrier)
-            row.update(barrier=best.barrier, hop_length=best.hop_length, converged=best.converged,
-                       hops=[{"hop_length": x.hop_length, "barrier": x.barrier, "delta_energy": x.delta_energy,
-                              "converged": x.converged, "steps": x.steps, "supercell": list(x.supercell),
-                              "n_atoms": x.n_atoms, "path": x.path.tolist(), "energies": x.energies.tolist()}
-                             for x in results])
+            hops = [{"hop_length": x.hop_length, "barrier": x.barrier, "delta_energy": x.delta_energy,
+                     "converged": x.converged, "steps": x.steps, "supercell": list(x.supercell),
+                     "n_atoms": x.n_atoms, "path": x.path.tolist(), "energies": x.energies.tolist()}
+                    for x in results]
+            row.update(best_hop(hops), hops=hops)
             plot_neb(results, out / "plots" / f"{r['name']}-neb.png",
                      title=f"{r['name']} ({Structure.from_file(out / r['cif']).composition.reduced_formula}): "
                            f"{s.species} vacancy hops")
-            say(f"  barrier {best.barrier:.3f} eV ({best.hop_length:.2f} A hop, converged {best.converged})")
+            say(f"  barrier {row['barrier']:.3f} eV, largest climb {row['limiting_barrier']:.3f} eV, saddle "
+                f"{row['saddle']} ({row['hop_length']:.2f} A hop, converged {row['converged']})")
         _append(out / "neb.jsonl", row)
+
+
+def best_hop(hops: list[dict]) -> dict:
+    """A crystal's NEB summary from its ``neb.jsonl`` hops: the hop with the lowest
+    :func:`~diffase.simulate.neb.limiting_barrier` (eV), its forward ``barrier`` and ``delta_energy`` (eV),
+    ``saddle`` (:func:`~diffase.simulate.neb.has_saddle`), ``hop_length`` (Angstrom) and ``converged``."""
+    from diffase.simulate.neb import has_saddle, limiting_barrier
+
+    best = min(hops, key=lambda h: limiting_barrier(h["energies"]))
+    return {"barrier": best["barrier"], "delta_energy": best["delta_energy"],
+            "limiting_barrier": limiting_barrier(best["energies"]), "saddle": has_saddle(best["energies"]),
+            "hop_length": best["hop_length"], "converged": best["converged"]}
 
 
 def table_rows(out: Path) -> list[dict]:
@@ -277,11 +331,14 @@ def table_rows(out: Path) -> list[dict]:
     rows = []
     for r in _lines(out / "screened.jsonl"):
         x, n = relaxed.get(r["name"], {}), nebs.get(r["name"], {})
+        n = {**n, **best_hop(n["hops"])} if n.get("hops") else n  # also folders written before the summary was
         reason = r.get("reason") or x.get("error") or n.get("error") or ""
         rows.append({**{k: r.get(k) for k in TABLE_COLUMNS}, "energy_per_atom": x.get("energy_per_atom"),
                      "relaxed_li_dimensionality": x.get("relaxed_li_dimensionality"),
                      "relax_converged": x.get("converged"), "neb_rank": n.get("neb_rank"),
-                     "barrier": n.get("barrier"), "hop_length": n.get("hop_length"),
+                     "barrier": n.get("barrier"), "delta_energy": n.get("delta_energy"),
+                     "limiting_barrier": n.get("limiting_barrier"), "saddle": n.get("saddle"),
+                     "hop_length": n.get("hop_length"),
                      "neb_converged": n.get("converged"), "reason": reason})
     return rows
 
@@ -319,20 +376,29 @@ def cathode_screen(items: Iterable, out_dir: str | Path, settings: CathodeSettin
     settings = settings or CathodeSettings()
     if n_neb < 0:
         raise ValueError(f"n_neb must be >= 0, got {n_neb}")
+    loaded: dict = {}  # the MLIP and the host density model, each loaded on first use
+
+    def potential():
+        if "potential" not in loaded:
+            loaded["potential"] = resolve_potential(calculator, device)
+        return loaded["potential"]
+
+    def density_model():
+        if "density" not in loaded:
+            from diffase.predictors.density_model import DensityPredictor
+
+            loaded["density"] = DensityPredictor.load(settings.host_density_model)
+        return loaded["density"]
+
+    if settings.relax_host:
+        density_model()  # an unknown model name is refused before anything is written
     out = Path(out_dir)
     record = cathode_settings_record(settings, calculator)
     check_resume(out / SETTINGS_FILE, record, what="cathode")
     out.mkdir(parents=True, exist_ok=True)
     write_settings(out / SETTINGS_FILE, record)
-    loaded: list = []
-
-    def potential():
-        if not loaded:
-            loaded.append(resolve_potential(calculator, device))
-        return loaded[0]
-
     try:
-        screen_and_relax(items, out, settings, potential, say)
+        screen_and_relax(items, out, settings, potential, say, density_model)
         if n_neb:
             neb_stage(out, settings, n_neb, potential, say)
     finally:  # an interrupted or failed run still leaves the table of what it finished

@@ -17,7 +17,10 @@ class CathodeSettings:
     (:mod:`~diffase.data.electronic.regions`). max_avg_density, avg_radius, min_host_distance, min_li_distance,
     max_li: the insertion (:func:`~diffase.workflows.li_insertion.insert_at_density_minima`). li_o_cutoff and
     coordinations: the Li sites kept. li_li_cutoff and min_dimensionality: the network a survivor needs.
-    relax_steps/fmax: the MLIP relaxation. neb_hops, neb_min_length (supercell lengths), neb_steps, neb_fmax,
+    relax_steps/fmax: the MLIP relaxations. relax_host: relax each host (cell and positions) with the MLIP before
+    inserting Li, and take the relaxed host's density from ``host_density_model`` (a structure -> density model,
+    :class:`~diffase.predictors.density_model.DensityPredictor`), as ChargeDIFF relaxes its generated crystals and
+    recomputes their density before inserting Li. neb_hops, neb_min_length (supercell lengths), neb_steps, neb_fmax,
     neb_images: each NEB (:func:`~diffase.simulate.neb.neb_barrier`).
     """
 
@@ -36,6 +39,8 @@ class CathodeSettings:
     min_dimensionality: int = 1
     relax_steps: int = 200
     fmax: float = 0.1
+    relax_host: bool = False
+    host_density_model: str = "density-mp20"
     neb_hops: int = 1
     neb_min_length: float = 10.0
     neb_steps: int = 200
