@@ -80,6 +80,19 @@ def test_region_tests_count_below_target_median_and_outside_and_fail_an_invalid_
     assert inpainting.z_cell(0, 5, 0, 5) == "same" and inpainting.z_cell(5, 10, 1, 10).startswith("z +")
 
 
+def test_surrogate_counts_measure_the_region_on_the_predicted_densities_and_skip_unpredicted_ones():
+    region = region_mask("channel-1d-z", 8)
+    low, flat = np.full((8, 8, 8), 1.0), np.full((8, 8, 8), 1.0)
+    low[region] = 0.2  # a channel at a fifth of the outside density
+    nan = np.full((8, 8, 8), np.nan)  # an invalid sample, or one with an element the predictor does not know
+    counts = inpainting.surrogate_counts(np.stack([low, low, nan]), np.stack([flat, low, flat]), region)
+    m, u = counts["masked"], counts[inpainting.UNMASKED]
+    assert m["predicted"] == 2 and u["predicted"] == 3 and m["unmasked_median_region_mean"] == 1.0
+    assert (m["below_unmasked_median"], m["below_outside"], m["below_half_outside"]) == (2, 2, 2)
+    assert (u["below_unmasked_median"], u["below_outside"], u["below_half_outside"]) == (1, 1, 1)
+    assert m["region_mean"]["median"] == pytest.approx(0.2) and m["outside_mean"]["median"] == pytest.approx(1.0)
+
+
 def test_sample_sets_share_seeds_are_kept_on_disk_and_the_report_counts_them(tmp_path):
     model = density_model()
     mask = region_mask("channel-1d-z", 32)
@@ -109,6 +122,23 @@ def test_sample_sets_share_seeds_are_kept_on_disk_and_the_report_counts_them(tmp
     assert "| all Li: 1D (requested) | 2/3 (66.7 %) | 2/3 (66.7 %) | z +0.00, p 1.000 |" in text
     assert "| 4/6-fold O Li: no 4/6-fold O Li | 3/3 (100.0 %) |" in text
     assert "| below outside | " in text and "seconds per sample" in text
+
+    class Flat:  # a density model that knows every element: a flat density
+        grid = 32
+
+        def predict_if_known(self, structure):
+            return np.full((32, 32, 32), len(structure) / structure.volume)
+
+    predicted = inpainting.surrogate_densities(structures, Flat(), tmp_path / "m.flat.npy")
+    assert np.isfinite(predicted.reshape(3, -1)[:, 0]).tolist() == masked["valid"].tolist()
+    np.testing.assert_array_equal(inpainting.surrogate_densities(structures, None, tmp_path / "m.flat.npy"), predicted)
+    with_surrogate = inpainting.preset_result("channel-1d-z", masked, unmasked, li, li[::-1], region, 0.05, 0.06,
+                                              (predicted, predicted))
+    assert with_surrogate["masked"]["surrogate"]["below_outside"] == 0  # flat: the region equals the outside
+    report = {"model": "tiny", "machine": "test", "settings": {**settings, "surrogate": "flat"},
+              "presets": [with_surrogate]}
+    text = "\n".join(inpainting.report_lines(report))
+    assert "| flat density of the generated structure: region mean below its outside mean | 0/3 (0.0 %) |" in text
 
 
 def test_li_row_screens_a_transition_metal_oxide_and_names_what_it_skips():
