@@ -100,6 +100,23 @@ def test_predict_density_adds_the_surrogate_density_of_each_generated_structure(
     assert predictor.predict_if_known(Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.5] * 3])) is None
 
 
+def test_with_predict_density_the_ranking_uses_the_structures_predicted_density_in_the_region(model):
+    from diffase.data.electronic.regions import region_density
+
+    g = ChargeGuidedGenerator(model=model, seed=1, predict_density="density-mp20", region="channel-1d-z",
+                              **{**FAST, "n_samples": 6})
+    results = g.candidates()
+    predicted = [r for r in results if r["predicted_density"] is not None]
+    assert predicted and [r["score_source"] for r in results] == (
+        ["predicted"] * len(predicted) + ["generated"] * (len(results) - len(predicted)))  # predicted ones first
+    for r in predicted:
+        stats = region_density(r["predicted_density"], r["region_mask"])
+        assert r["region_score"] == r["predicted_region_mean_density"] == stats["region_mean_density"]
+        assert r["region_mean_density"] != r["region_score"]  # the generated density's is kept beside it
+    scores = [r["region_score"] for r in predicted]
+    assert scores == sorted(scores)
+
+
 def test_a_template_keeps_its_atom_count_and_species(model):
     template = Structure(Lattice.cubic(4.0), ["Na", "Cl", "O"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.2, 0.3, 0.4]])
     g = ChargeGuidedGenerator(model=model, region="channel-1d-y", **FAST)

@@ -40,7 +40,11 @@ structure's cell (CHGCARs in physical units, rho x V, with :meth:`ChargeGuidedGe
 in that cell and its statistics (:func:`~diffase.data.electronic.regions.region_density` of the generated density),
 and ``region_score`` (e/Angstrom^3, **lower is better**): the mean density inside the region for ``"low"``, minus it
 for ``"high"``, its distance from the number for a number, and the mean absolute difference from the target grid
-inside the region for a grid. Crystals in which a mask token is left (``valid`` False) are dropped and counted
+inside the region for a grid. With ``predict_density`` the score is taken on the predicted density of the generated
+structure instead (``score_source`` "predicted", beside ``predicted_region_mean_density`` and
+``predicted_outside_mean_density``), because the generated density obeys the region whether or not the atoms do
+(benchmarks/results/chargediff_inpainting.md): the ranking then prefers structures that have the region
+themselves; results the predictor cannot describe keep the generated score and rank after them. Crystals in which a mask token is left (``valid`` False) are dropped and counted
 (:attr:`ChargeGuidedGenerator.counts`).
 
 MSONable like every pymatgen transformation: each ``__init__`` argument is kept as an attribute (arrays as numpy
@@ -243,7 +247,15 @@ class ChargeGuidedGenerator(OneToManyTransformation):
             flip = (-rec[F.CELL], rec[F.CELL])
             mask, target = grid_in_cell(mask, *flip), grid_in_cell(target, *flip)
         stats = region_density(rho, mask)
-        out.update(stats, region_mask=mask, region_score=self._score(stats["region_mean_density"], rho, target, mask))
+        out.update(stats, region_mask=mask, region_score=self._score(stats["region_mean_density"], rho, target, mask),
+                   score_source="generated")
+        predicted = out.get("predicted_density")
+        if predicted is not None:  # the structure's own density decides the ranking (module docstring)
+            p = region_density(predicted, mask)
+            out.update(predicted_region_mean_density=p["region_mean_density"],
+                       predicted_outside_mean_density=p["outside_mean_density"],
+                       region_score=self._score(p["region_mean_density"], predicted, target, mask),
+                       score_source="predicted")
         return out
 
     def _score(self, inside: float, rho: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
@@ -255,11 +267,11 @@ class ChargeGuidedGenerator(OneToManyTransformation):
 
     def candidates(self, structure: Structure | None = None) -> list[dict]:
         """Every valid result of a run (:meth:`iter_results`), ranked: lowest ``region_score`` first (generation
-        order without a region)."""
+        order without a region); with ``predict_density``, the results scored on their predicted density first."""
         results = list(self.iter_results(structure))
         if self.region is None:
             return results
-        return sorted(results, key=lambda r: r["region_score"])
+        return sorted(results, key=lambda r: (r["score_source"] != "predicted", r["region_score"]))
 
     def density_items(self, structure: Structure | None = None) -> Iterator[tuple[str, Structure, np.ndarray]]:
         """``("gen-<sample>", Structure, rho)`` of each valid crystal as it is generated: the items
