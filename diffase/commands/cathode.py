@@ -165,8 +165,8 @@ def run(args) -> int:
           f"{len(survivors)} survivors, {sum(r['barrier'] is not None for r in rows)} NEB barriers -> "
           f"{Path(args.out) / 'results.csv'}")
     for r in sorted((r for r in rows if r["barrier"] is not None), key=lambda r: r["neb_rank"]):
+        saddle = "" if r["saddle"] else f" (no saddle: the sites differ by {r['delta_energy']:+.3f} eV)"
         print(f"  {r['neb_rank']}. {r['name']} {r['formula']}: {r['relaxed_li_dimensionality']}D Li network, "
-              f"barrier {r['barrier']:.3f} eV, largest climb {r['limiting_barrier']:.3f} eV"
-              f"{'' if r['saddle'] else ' (no saddle: the sites differ by ' + format(r['delta_energy'], '+.3f') + ' eV)'}"
-              f" ({r['hop_length']:.2f} A hop, converged {r['neb_converged']})")
+              f"barrier {r['barrier']:.3f} eV, largest climb {r['limiting_barrier']:.3f} eV{saddle} "
+              f"({r['hop_length']:.2f} A hop, converged {r['neb_converged']})")
     return 0 if survivors else 1

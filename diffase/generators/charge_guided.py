@@ -44,8 +44,8 @@ inside the region for a grid. With ``predict_density`` the score is taken on the
 structure instead (``score_source`` "predicted", beside ``predicted_region_mean_density`` and
 ``predicted_outside_mean_density``), because the generated density obeys the region whether or not the atoms do
 (benchmarks/results/chargediff_inpainting.md): the ranking then prefers structures that have the region
-themselves; results the predictor cannot describe keep the generated score and rank after them. Crystals in which a mask token is left (``valid`` False) are dropped and counted
-(:attr:`ChargeGuidedGenerator.counts`).
+themselves; results the predictor cannot describe keep the generated score and rank after them. Crystals in which
+a mask token is left (``valid`` False) are dropped and counted (:attr:`ChargeGuidedGenerator.counts`).
 
 MSONable like every pymatgen transformation: each ``__init__`` argument is kept as an attribute (arrays as numpy
 arrays); the model loads on first use, so ``as_dict()`` never holds a network.

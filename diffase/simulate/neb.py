@@ -6,7 +6,7 @@ given cell repeated along each axis until every lattice length is >= 10 Angstrom
 removed at the hop's end (the vacancy), both endpoints relaxed first (positions, cell fixed), 7 images
 interpolated by IDPP, then a climbing-image NEB (``ase.mep.NEB``) optimised with FIRE. The barrier is the
 highest image energy minus the initial endpoint energy; between sites that are not symmetry copies the endpoints
-differ, and :func:`limiting_barrier` (the larger climb of either direction) and :func:`has_saddle` say what the band means.
+differ, and :func:`limiting_barrier` (the largest climb either way) and :func:`has_saddle` say what the band means.
 
 Pass a relaxed structure: the cell is kept as given.
 """

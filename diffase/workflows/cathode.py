@@ -197,9 +197,9 @@ def cathode_settings_record(settings: CathodeSettings, calculator) -> dict:
 
 
 def screen_and_relax(items: Iterable, out: Path, settings: CathodeSettings, potential_factory: Callable,
-                     say: Callable[[str], None], density_model_factory: Callable | None = None) -> None:
-    """Stages 0-2, item by item as the iterable yields them (module docstring); ``density_model_factory`` gives
-    the host density model of ``relax_host``."""
+                     say: Callable[[str], None], density_model_factory: Callable) -> None:
+    """Stages 0-2, item by item as the iterable yields them (module docstring); ``potential_factory`` gives the
+    MLIP and ``density_model_factory`` the host density model of ``relax_host``, each called only when needed."""
     screened = {r["name"]: r for r in _lines(out / "screened.jsonl")}
     relaxed = {r["name"] for r in _lines(out / "relaxed.jsonl")}
     if screened:
