@@ -54,7 +54,7 @@ from diffase.data.electronic.regions import region_density, region_mask
 from diffase.generators.charge_guided import LOW_DENSITY, ChargeGuidedGenerator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from site_label_predictor import machine
+from site_label_predictor import machine, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 UNMASKED = "unmasked"
@@ -430,11 +430,7 @@ def main(argv=None) -> int:
                                      float(decoded[region].mean()), surrogate))
     result = {"model": model_name, "machine": info, "settings": {**settings, "surrogate": args.surrogate},
               "presets": presets}
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (results / f"{args.name}.md").write_text("\n".join(report_lines(result)))
-    print("\n".join(report_lines(result)))
+    write_result(args.results, args.name, result, report_lines(result))
     return 0
 
 

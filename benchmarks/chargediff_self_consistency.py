@@ -32,7 +32,6 @@ Writes ``benchmarks/results/chargediff_self_consistency-<model>.md`` and ``.json
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -59,7 +58,7 @@ from joint_descriptor_gpaw import (
     read_samples,
     site_order,
 )
-from site_label_predictor import machine
+from site_label_predictor import machine, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -246,11 +245,7 @@ def main(argv=None) -> int:
                          "failed": len(counts["failed"]), "failed_names": counts["failed"],
                          "skipped": counts["skipped"]},
               "summary": summary(rows), "structures": rows, "wall_s": round(time.perf_counter() - start, 1)}
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"chargediff_self_consistency-{model_name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (results / f"chargediff_self_consistency-{model_name}.md").write_text("\n".join(report_lines(result)))
-    print("\n".join(report_lines(result)))
+    write_result(args.results, f"chargediff_self_consistency-{model_name}", result, report_lines(result))
     return 0
 
 

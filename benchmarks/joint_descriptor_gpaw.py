@@ -75,7 +75,7 @@ from diffase.predictors.baseline import ElementMeans
 from diffase.predictors.metrics import wasserstein_1d
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from site_label_predictor import machine  # noqa: E402
+from site_label_predictor import machine, write_result  # noqa: E402
 
 STABLE_E_HULL = 0.1  #: eV/atom, the stable subset's threshold
 BROAD_SIGMA = 0.3  #: eV, the extra Gaussian of the broadened DOS comparison
@@ -443,11 +443,7 @@ def main(argv=None) -> int:
         "structures": [structure_row(s, sites, stability) for s, _ in pairs],
     }
     result["wall_s"] = round(time.perf_counter() - start, 1)
-    out = Path(args.results)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"joint_descriptor_gpaw-{model}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / f"joint_descriptor_gpaw-{model}.md").write_text("\n".join(report_lines(result)) + "\n")
-    print("\n".join(report_lines(result)))
+    write_result(args.results, f"joint_descriptor_gpaw-{model}", result, report_lines(result))
     return 0
 
 

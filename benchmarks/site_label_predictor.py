@@ -17,6 +17,7 @@ pooled. Prints the machine and settings and writes ``benchmarks/results/site_lab
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import tempfile
@@ -46,6 +47,15 @@ def machine() -> str:
                 if line.startswith("model name")), platform.processor())
     return (f"{cpu}, {os.cpu_count()} logical cores, load average {os.getloadavg()[0]:.2f} at start, "
             f"torch {torch.__version__} with {torch.get_num_threads()} thread(s)")
+
+
+def write_result(folder: str | Path, stem: str, result: dict, lines: list[str]) -> None:
+    """A benchmark's result as ``<folder>/<stem>.json`` and its report ``lines`` as ``<stem>.md``; prints them."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (folder / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def side_by_side(tables: dict) -> pd.DataFrame:

@@ -26,6 +26,7 @@ from diffase.data.electronic.dataset import (
     label_structure,
     read_label,
 )
+from diffase.data.material_sets import read_each_material_once
 from diffase.data.structures import structure_to_record
 
 #: Per-site descriptor fields and the label-file key that holds them.
@@ -50,6 +51,11 @@ def _label_values(label: dict, key: str, n_sites: int) -> np.ndarray:
     return np.asarray(label[name], dtype=np.float64) if name in label else np.full(n_sites, np.nan)
 
 
+def _source(label: dict) -> str:
+    """``"dft"``, or the name of the predictor that wrote ``label``."""
+    return label.get(PREDICTED_KEY, "dft")
+
+
 def read_label_records(folders: str | Path | Sequence[str | Path], make_record: Callable[[dict], dict | None], *,
                        exclude: Sequence[str] = (), only: Sequence[str] | None = None,
                        limit: int | None = None) -> tuple[list[dict], list[str], dict]:
@@ -63,36 +69,17 @@ def read_label_records(folders: str | Path | Sequence[str | Path], make_record: 
     Returns the records, their material ids and counts: ``{"sources": {source: n}, "skipped": n, "excluded": n,
     "duplicates": n, "folders": {folder: n read}}``.
     """
-    folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
-    excluded_ids, wanted = set(exclude), None if only is None else set(only)
-    records, names, seen = [], [], set()
-    counts = {"sources": {}, "skipped": 0, "excluded": 0, "duplicates": 0, "folders": {}}
-    for folder in folders:
-        n_read = 0
-        for path in ElectronicDataset(folder).files:
-            if limit is not None and len(records) >= limit:
-                break
-            label = read_label(path)
-            mid = label["material_id"]
-            if mid in excluded_ids or (wanted is not None and mid not in wanted):
-                counts["excluded"] += mid in excluded_ids
-                continue
-            if mid in seen:
-                counts["duplicates"] += 1
-                continue
-            record = make_record(label)
-            if record is None:
-                counts["skipped"] += 1
-                continue
-            source = label.get(PREDICTED_KEY, "dft")
-            record["label_source"] = source
-            records.append(record)
-            names.append(mid)
-            seen.add(mid)
-            counts["sources"][source] = counts["sources"].get(source, 0) + 1
-            n_read += 1
-        counts["folders"][str(folder)] = n_read
-    return records, names, counts
+    def labels_of(folder):  # the folder's file list now (an empty folder is refused), each label when pulled
+        return ((label["material_id"], _source(label), label)
+                for label in map(read_label, ElectronicDataset(folder).files))
+
+    def make(label: dict) -> dict | None:
+        record = make_record(label)
+        if record is not None:
+            record["label_source"] = _source(label)
+        return record
+
+    return read_each_material_once(folders, labels_of, make, exclude=exclude, only=only, limit=limit)
 
 
 def load_descriptor_records(folders: str | Path | Sequence[str | Path], keys: Sequence[str], *,

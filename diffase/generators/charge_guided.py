@@ -286,8 +286,10 @@ class ChargeGuidedGenerator(OneToManyTransformation):
         ``return_ranked_list``: False -> the best ``Structure``; an int k -> the k best result dicts
         (``structure``, ``charge_density`` (N, N, N) e/Angstrom^3, ``density_latent`` (n, n, n, d) it was decoded
         from, ``region_mask`` (N, N, N) bool in the structure's cell, ``region_mean_density``,
-        ``outside_mean_density``, ``region_density_ratio``, ``region_score``, ``sample_index``); True -> every valid
-        one. :class:`~diffase.errors.NoValidCandidateError` when none is valid.
+        ``outside_mean_density``, ``region_density_ratio``, ``region_score``, ``score_source``, ``sample_index``;
+        with ``predict_density`` also ``predicted_density`` and, with a region, ``predicted_region_mean_density``
+        and ``predicted_outside_mean_density``); True -> every valid one.
+        :class:`~diffase.errors.NoValidCandidateError` when none is valid.
         """
         ranked = self.candidates(structure)
         if not ranked:

@@ -14,7 +14,8 @@ missing is always unconditional for that condition.
 
 Conditions come from label columns (band gap, formation energy, energy above hull, joined by
 ``material_id``) or are computed from the structure (:data:`COMPUTED_CONDITIONS`: density, space group,
-chemical system as elements or as ChargeDIFF's 17 element groups, :mod:`diffase.data.element_groups`). The loop itself (EMA, checkpoints, resume, time box) is :func:`diffase.train.loop.train_loop`.
+chemical system as elements or as ChargeDIFF's 17 element groups, :mod:`diffase.data.element_groups`). The loop
+itself (EMA, checkpoints, resume, time box) is :func:`diffase.train.loop.train_loop`.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ class JointTrainConfig(LoopConfig):
     node_condition_e_max: float = 10.0
     node_condition_transform: str = "log1p"  #: what the network sees of a DOS row (stored in the checkpoint)
     label_folders: list = field(default_factory=list)  #: more label folders to train on (e.g. predicted labels)
-    val_label_folders: list = field(default_factory=list)  #: more label folders to validate on (descriptor, density runs)
+    #: more label folders to validate on (descriptor and density runs)
+    val_label_folders: list = field(default_factory=list)
     #: per-site labels every training and validation crystal must carry, whether or not a field generates them
     #: (descriptor runs): the models of an ablation then see the very same crystals
     require_labels: list = field(default_factory=list)

@@ -140,17 +140,24 @@ def screen_item(name: str, structure: Structure, rho: np.ndarray,
     return {**row, "survivor": True}, kept_insertion
 
 
+def mlip_relax(structure: Structure, settings: CathodeSettings, potential):
+    """Cell and positions of ``structure`` relaxed with the MLIP as every cathode stage relaxes (FIRE +
+    FrechetCellFilter, ``settings.fmax`` eV/Angstrom, ``settings.relax_steps``): a
+    :class:`~diffase.simulate.relax.RelaxResult`."""
+    from diffase.simulate.relax import relax
+
+    return relax(structure, potential, fmax=settings.fmax, steps=settings.relax_steps, optimizer="FIRE",
+                 relax_cell=True)
+
+
 def relax_host(structure: Structure, settings: CathodeSettings, potential,
                density_model) -> tuple[dict, Structure | None, np.ndarray | None]:
     """Stage 0 on one host (module docstring): its row fields (``host_energy_per_atom`` eV/atom,
     ``host_relax_converged``, ``host_volume_change`` as a fraction of the input volume, ``host_max_displacement``
     Angstrom), the relaxed host and its density (e/Angstrom^3, ``density_model``'s grid); None and None with a
     ``reason`` when the relaxation refuses the crystal or the density model does not know one of its elements."""
-    from diffase.simulate.relax import relax
-
     try:
-        result = relax(structure, potential, fmax=settings.fmax, steps=settings.relax_steps, optimizer="FIRE",
-                       relax_cell=True)
+        result = mlip_relax(structure, settings, potential)
     except (InvalidStructureError, ValueError) as err:  # overlapping atoms
         return {"reason": f"host relaxation refused: {err}"}, None, None
     host = result.structure
@@ -249,13 +256,10 @@ def screen_and_relax(items: Iterable, out: Path, settings: CathodeSettings, pote
 def relax_row(out: Path, row: dict, settings: CathodeSettings, potential) -> dict:
     """Stage 2 on one survivor: its ``relaxed.jsonl`` row (energy eV/atom, relaxed network; ``error`` if the
     relaxation refused the crystal) and ``relaxed/<name>.cif``."""
-    from diffase.simulate.relax import relax
-
     name, s = row["name"], settings
     result_row = {"name": name}
     try:
-        result = relax(Structure.from_file(out / row["cif"]), potential, fmax=s.fmax, steps=s.relax_steps,
-                       optimizer="FIRE", relax_cell=True)
+        result = mlip_relax(Structure.from_file(out / row["cif"]), s, potential)
     except (InvalidStructureError, ValueError) as err:  # overlapping atoms after insertion
         return {**result_row, "error": str(err)}
     relaxed = result.structure

@@ -43,6 +43,7 @@ from diffase.data.electronic.density import (
     read_density,
     regrid,
 )
+from diffase.data.material_sets import read_each_material_once
 from diffase.data.structures import structure_to_record
 
 #: Unit conventions of an anchor-layout ``.npy``: e/Angstrom^3, or VASP's rho x V (e; divided by the volume here).
@@ -166,30 +167,13 @@ def read_density_sets(folders: str | Path | Sequence[str | Path], *, grid: int =
                       exclude: Collection[str] = (), only: Collection[str] | None = None,
                       limit: int | None = None) -> tuple[list[DensityEntry], dict]:
     """The densities of several density sets (:func:`read_density_set` each, predicted densities included), read in
-    order, each material once: a name read from an earlier folder is not read again (list DFT folders first).
-    ``exclude``: names never read; ``only``: read only these; ``limit``: at most this many entries. Returns the
-    entries and counts ``{"sources": {"dft": n, "<predictor>": n}, "excluded": n, "duplicates": n, "folders":
-    {folder: n read}}``."""
-    folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
-    excluded, wanted = set(exclude), None if only is None else set(only)
-    entries, seen = [], set()
-    counts = {"sources": {}, "excluded": 0, "duplicates": 0, "folders": {}}
-    for folder in folders:
-        n_read = 0
-        for entry in read_density_set(folder, grid=grid, predicted=True):
-            if limit is not None and len(entries) >= limit:
-                break
-            if entry.name in excluded or (wanted is not None and entry.name not in wanted):
-                counts["excluded"] += entry.name in excluded
-                continue
-            if entry.name in seen:
-                counts["duplicates"] += 1
-                continue
-            counts["sources"][entry.source] = counts["sources"].get(entry.source, 0) + 1
-            entries.append(entry)
-            seen.add(entry.name)
-            n_read += 1
-        counts["folders"][str(folder)] = n_read
+    order, each material once (:func:`~diffase.data.material_sets.read_each_material_once`: ``exclude``, ``only``,
+    ``limit`` as there). Returns the entries and counts ``{"sources": {"dft": n, "<predictor>": n}, "skipped": 0,
+    "excluded": n, "duplicates": n, "folders": {folder: n read}}``."""
+    def entries_of(folder):
+        return [(e.name, e.source, e) for e in read_density_set(folder, grid=grid, predicted=True)]
+
+    entries, _, counts = read_each_material_once(folders, entries_of, exclude=exclude, only=only, limit=limit)
     return entries, counts
 
 
